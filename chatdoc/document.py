@@ -1,0 +1,317 @@
+"""`ChatDoc`: one chat as a Yjs document, its observers, its materialised view and its integrity.
+
+Every transaction, local or remote, is seen by deep observers on the four record maps; they re-index the
+records it touched and, when the transaction commits, the invariants of those records are checked. A
+repairing peer mends what it can in a follow-up transaction (pycrdt forbids writing inside an observer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+from pycrdt import Doc, Map, Text
+
+from . import ystore
+from .ids import format_date, now_ms
+from .integrity import (
+    FINALIZE_MISMATCH,
+    IntegrityReport,
+    Invariants,
+    Repair,
+    full_check,
+    plan_repairs,
+)
+from .records import (
+    EDIT_PREFIX,
+    KIND_OF_ROOT,
+    MESSAGES,
+    META,
+    ROOTS,
+    SCHEMA_VERSION,
+    THREAD_CONFIGS,
+    THREAD_STATES,
+    THREADS,
+    AcpConfig,
+    DocMeta,
+    Edit,
+    Message,
+    RecordError,
+    Thread,
+    ThreadConfig,
+    ThreadState,
+)
+from .view import ChatView
+
+REPAIR_ORIGIN = "chatdoc.repair"
+RECORD_ROOTS = (MESSAGES, THREADS, THREAD_CONFIGS, THREAD_STATES)
+MAX_REPAIR_ROUNDS = 8  # a repair can expose the next (a promoted root, then replies re-pointed at it)
+
+
+class ChatDoc:
+    """A chat document. Wraps a pycrdt `Doc` (new or given) and keeps its view and checks current.
+
+    ```py
+    chat = ChatDoc(repair=True)
+    thread_id, root_id = create_thread(chat, sender_id="alice", content="hello")
+    assert chat.messages(thread_id)[0].content == "hello"
+    ```
+
+    `repair`: whether this peer writes repairs (a server does; a browser need not). `schedule`: how a
+    repair runs after the transaction that exposed it, e.g. `loop.call_soon`; by default repairs run when
+    the ChatDoc call that applied the transaction returns (or on `run_repairs()`).
+    """
+
+    def __init__(
+        self,
+        doc: Doc | None = None,
+        *,
+        repair: bool = False,
+        schedule: Callable[[Callable[[], None]], Any] | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.doc = doc if doc is not None else Doc()
+        self.roots: dict[str, Map] = ystore.root_maps(self.doc, ROOTS)
+        self.repairing = repair
+        self.clock = clock
+        self.view = ChatView()
+        self.invariants = Invariants(self.view)
+        self.repairs_applied = 0
+        self.finalize_mismatches_seen = 0
+        self._schedule = schedule
+        self._repair_pending = False
+        self._depth = 0
+        self._listeners: list[Callable[[Any], None]] = []
+        self._index_everything()
+        # Long-lived subscriptions, kept referenced: a collected Subscription silently stops firing.
+        self._subscriptions = [
+            self.roots[root].observe_deep(self._observer(root)) for root in RECORD_ROOTS
+        ]
+        self._subscriptions.append(self.doc.observe(self._after_transaction))
+        self._after_transaction(None)
+
+    @classmethod
+    def from_update(cls, update: bytes, **options: Any) -> ChatDoc:
+        doc = Doc()
+        doc.apply_update(update)
+        return cls(doc, **options)
+
+    # -- transactions ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, origin: str) -> Iterator[Any]:
+        """One named transaction; repairs it exposes run when the outermost one ends. Nested, it joins
+        the outer transaction and keeps the outer origin (pycrdt allows one origin per transaction)."""
+        self._depth += 1
+        try:
+            with self.doc.transaction(origin=origin if self._depth == 1 else None) as txn:
+                yield txn
+        finally:
+            self._depth -= 1
+        if self._depth == 0 and self._repair_pending and self._schedule is None:
+            self.run_repairs()
+
+    def apply_update(self, update: bytes, origin: str = "remote") -> None:
+        """Apply a remote peer's update (idempotent, in any order: Yjs holds back what lacks its causes)."""
+        with self.transaction(origin):
+            self.doc.apply_update(update)
+
+    def get_update(self, state: bytes | None = None) -> bytes:
+        return self.doc.get_update(state)
+
+    def get_state(self) -> bytes:
+        return self.doc.get_state()
+
+    def on_change(self, listener: Callable[[Any], None]) -> None:
+        """Call `listener(origin)` after each transaction has been indexed and checked."""
+        self._listeners.append(listener)
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def thread_ids(self) -> list[str]:
+        """Thread ids in order: by creation date, then id."""
+        return self.view.thread_ids()
+
+    def threads(self) -> list[Thread]:
+        return [t for tid in self.view.thread_ids() if (t := self.thread(tid)) is not None]
+
+    def thread(self, thread_id: str) -> Thread | None:
+        return self._read(THREADS, thread_id)  # type: ignore[return-value]
+
+    def thread_config(self, thread_id: str) -> ThreadConfig:
+        """The thread's settings; an absent config reads as all defaults, never as an error."""
+        return self._read(THREAD_CONFIGS, thread_id) or ThreadConfig(thread_id=thread_id)  # type: ignore[return-value]
+
+    def thread_state(self, thread_id: str) -> ThreadState:
+        return self._read(THREAD_STATES, thread_id) or ThreadState(thread_id=thread_id)  # type: ignore[return-value]
+
+    def is_agent_thread(self, thread_id: str) -> bool:
+        """Decided by `thread_config.acp_config` alone, never by who wrote the messages."""
+        return self.view.agent_configs.get(thread_id, False)
+
+    def message(self, message_id: str) -> Message | None:
+        """The message, or None when absent or quarantined (see `integrity()` for why)."""
+        if message_id not in self.view.messages:
+            return None
+        return self._read(MESSAGES, message_id)  # type: ignore[return-value]
+
+    def message_ids(self, thread_id: str) -> list[str]:
+        """A thread's messages in order: by date, then message_id. Quarantined records are left out."""
+        return self.view.message_ids(thread_id)
+
+    def messages(self, thread_id: str) -> list[Message]:
+        with self.doc.transaction():
+            return [m for mid in self.view.message_ids(thread_id) if (m := self.message(mid)) is not None]
+
+    def body(self, message_id: str) -> Text | None:
+        """The message's body as a live Y.Text (what an agent streams into)."""
+        record = self.roots[MESSAGES].get(message_id)
+        body = record.get("body") if isinstance(record, Map) else None
+        return body if isinstance(body, Text) else None
+
+    def meta(self) -> DocMeta:
+        return msgspec.convert(self.roots[META].to_py() or {}, DocMeta, strict=False)
+
+    # -- integrity ---------------------------------------------------------------------------------
+
+    def integrity(self) -> IntegrityReport:
+        """The violations now, as kept current after every transaction."""
+        return self.invariants.report()
+
+    def full_check(self) -> IntegrityReport:
+        """Re-read every record from the document into a fresh view and check it all."""
+        return full_check(_index(self.doc, self.roots))
+
+    def run_repairs(self, *, offline: bool = False) -> int:
+        """Apply the deterministic repairs until none is left. Returns how many writes were made."""
+        self._repair_pending = False
+        made = 0
+        for _ in range(MAX_REPAIR_ROUNDS):
+            plan = plan_repairs(self.view, self.invariants.found, offline=offline)
+            if not plan:
+                break
+            with self.transaction(REPAIR_ORIGIN):
+                for repair in plan:
+                    self._apply_repair(repair)
+            made += len(plan)
+        self.repairs_applied += made
+        return made
+
+    def _apply_repair(self, repair: Repair) -> None:
+        root = self.roots[repair.root]
+        if repair.action == "create":
+            if repair.record_id not in root:  # never replace a record map (it would drop edits made to it)
+                fields = dict(repair.value)
+                if repair.root == THREAD_CONFIGS:
+                    fields["acp_config"] = Map()
+                root[repair.record_id] = Map(fields)
+            return
+        record = root.get(repair.record_id)
+        if not isinstance(record, Map):
+            return
+        if repair.action == "delete":
+            if repair.field in record:
+                del record[repair.field]
+        elif record.get(repair.field) != repair.value:
+            record[repair.field] = repair.value
+            if repair.root == THREAD_STATES:
+                record["updated_at"] = format_date(self.clock())
+
+    # -- observers ---------------------------------------------------------------------------------
+
+    def _observer(self, root: str) -> Callable[[list[Any], Any], None]:
+        root_map = self.roots[root]
+        upsert = self.view.upsert
+        remove = self.view.remove
+
+        def on_events(events: list[Any], txn: Any) -> None:
+            tx = ystore.raw(txn)
+            touched: set[str] = set()
+            for event in events:
+                path = event.path
+                if not path:
+                    for rid, change in event.keys.items():
+                        if change["action"] == "delete":
+                            remove(root, rid)
+                            touched.discard(rid)
+                        else:
+                            upsert(root, rid, ystore.read_fields(tx, change["newValue"], text=False))
+                elif not (root == MESSAGES and len(path) > 1 and path[1] == "body"):
+                    touched.add(path[0])  # a field changed: re-index that one record
+                # else: text streamed into a body; nothing the view or the invariants depend on
+            for rid in touched:
+                record = ystore.get_record(tx, root_map, rid)
+                if record is None:
+                    remove(root, rid)
+                else:
+                    upsert(root, rid, ystore.read_fields(tx, record, text=False))
+
+        return on_events
+
+    def _after_transaction(self, event: Any) -> None:
+        before = len(self.invariants.found[FINALIZE_MISMATCH])
+        broken = self.invariants.update()
+        self.finalize_mismatches_seen += max(0, len(self.invariants.found[FINALIZE_MISMATCH]) - before)
+        if broken and self.repairing and not self._repair_pending:
+            self._repair_pending = True
+            if self._schedule is not None:
+                self._schedule(self.run_repairs)
+        for listener in self._listeners:
+            listener(event)
+
+    def _index_everything(self) -> None:
+        _index(self.doc, self.roots, self.view)
+
+    def _read(self, root: str, record_id: str) -> Any:
+        """Read and validate one record; None when absent or quarantined."""
+        if (root, record_id) in self.view.quarantined:
+            return None
+        with self.doc.transaction() as txn:
+            tx = ystore.raw(txn)
+            record = ystore.get_record(tx, self.roots[root], record_id)
+            fields = ystore.read_fields(tx, record) if record is not None else None
+        if fields is None:
+            return None
+        bad = self.view.problems.get((root, record_id), {})
+        clean = {k: v for k, v in fields.items() if k not in bad and not k.startswith(EDIT_PREFIX)}
+        if root == MESSAGES:
+            edits = [
+                msgspec.convert({**v, "edit_id": k[len(EDIT_PREFIX):]}, Edit, strict=False)
+                for k, v in fields.items()
+                if k.startswith(EDIT_PREFIX) and k not in bad
+            ]
+            clean["history"] = sorted(edits, key=lambda e: (e.date, e.edit_id))
+        if root == THREAD_CONFIGS and "acp_config" in clean:
+            acp = {k: v for k, v in clean["acp_config"].items() if v is not None}
+            clean["acp_config"] = msgspec.convert(acp, AcpConfig, strict=False) if acp else None
+        try:
+            return msgspec.convert(
+                {**clean, ("message_id" if root == MESSAGES else "thread_id"): record_id},
+                KIND_OF_ROOT[root],
+                strict=False,
+            )
+        except msgspec.ValidationError as exc:  # the view said it was fine: the record changed under us
+            raise RecordError(f"{root}[{record_id}]: {exc}") from None
+
+
+def _index(doc: Doc, roots: dict[str, Map], view: ChatView | None = None) -> ChatView:
+    """Index every record of `doc` (one read transaction, no message bodies read)."""
+    view = view if view is not None else ChatView()
+    with doc.transaction() as txn:
+        tx = ystore.raw(txn)
+        for root in RECORD_ROOTS:
+            root_map = roots[root]
+            for rid in ystore.record_ids(tx, root_map):
+                view.upsert(root, rid, ystore.read_fields(tx, root_map.integrated.get(tx, rid), text=False))
+    return view
+
+
+def init_meta(chat: ChatDoc) -> None:
+    """Stamp a new document with its schema version (idempotent)."""
+    meta = chat.roots[META]
+    if meta.get("schema_version") is None:
+        with chat.transaction("chatdoc.init"):
+            meta["schema_version"] = SCHEMA_VERSION
+            meta["created_at"] = format_date(chat.clock())

@@ -1,0 +1,63 @@
+"""Record identity: ULIDs (immutable, unique, sortable) and the ISO dates used as ordering data.
+
+A ULID is 26 Crockford base32 characters: 48 bits of milliseconds, then 80 bits that make it unique.
+Runtime ids take their 80 bits from the OS random source; `derived_ulid` takes them from a hash, so a
+migration gives the same ids on every machine.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import re
+from datetime import datetime, timezone
+
+from ulid import ULID
+
+ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+_ULID_RE = re.compile(ULID_PATTERN)
+_DATE_RE = re.compile(DATE_PATTERN)
+
+
+def new_ulid(at_ms: int | None = None) -> str:
+    """A fresh ULID; its time part is `at_ms` (default: now)."""
+    if at_ms is None:
+        return str(ULID())
+    return str(ULID.from_timestamp(at_ms / 1000))
+
+
+def derived_ulid(at_ms: int, *identity: object) -> str:
+    """A ULID whose time part is `at_ms` and whose 80 random bits are a hash of `identity`.
+
+    The same inputs give the same id on any machine, so ULID order agrees with date order."""
+    digest = hashlib.blake2b(repr(identity).encode(), digest_size=10).digest()
+    return str(ULID.from_bytes(max(0, min(at_ms, 2**48 - 1)).to_bytes(6, "big") + digest))
+
+
+def is_ulid(value: object) -> bool:
+    return isinstance(value, str) and _ULID_RE.match(value) is not None
+
+
+def is_date(value: object) -> bool:
+    return isinstance(value, str) and _DATE_RE.match(value) is not None
+
+
+def format_date(ms: int) -> str:
+    """Milliseconds since the epoch -> `2026-01-10T12:00:00.000Z` (the only date form stored)."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_date(text: str) -> int:
+    """`2026-01-10T12:00:00.000Z` -> milliseconds since the epoch."""
+    dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return calendar.timegm(dt.timetuple()) * 1000 + dt.microsecond // 1000
+
+
+def now_ms() -> int:
+    return int(datetime.now(tz=timezone.utc).timestamp() * 1000)
+
+
+def now_date() -> str:
+    return format_date(now_ms())

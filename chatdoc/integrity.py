@@ -1,0 +1,242 @@
+"""The invariants of a chat document, checked incrementally, and the deterministic repairs.
+
+Counter names are those of the hardening plan (section 8), so tests, logs and the server's metrics speak
+one language. `duplicate_date_rows` is a diagnostic: with ULIDs two messages in one millisecond are
+legitimate, and both must survive; it is reported, never "repaired".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .records import (
+    CONFIG_ONLY_FIELDS,
+    MESSAGES,
+    SCHEMA_VERSION,
+    TERMINAL_STATES,
+    THREAD_CONFIGS,
+    THREAD_STATES,
+    THREADS,
+)
+from .view import ChatView
+
+ORPHAN_MESSAGES = "chat.integrity.orphan_messages"
+MULTI_ROOT = "chat.integrity.multi_root_per_thread"
+MISSING_THREAD_CONFIG = "chat.integrity.missing_thread_config"
+DUPLICATE_DATE_ROWS = "chat.integrity.duplicate_date_rows"
+INVALID_REPLY_TARGETS = "chat.integrity.invalid_reply_targets"
+MISSING_ROOT_MESSAGE = "chat.integrity.missing_root_message"
+INVALID_RECORDS = "chat.integrity.invalid_records"
+FINALIZE_MISMATCH = "chat.acp.finalize_mismatch"
+
+COUNTERS = (
+    ORPHAN_MESSAGES,
+    MULTI_ROOT,
+    MISSING_THREAD_CONFIG,
+    DUPLICATE_DATE_ROWS,
+    INVALID_REPLY_TARGETS,
+    MISSING_ROOT_MESSAGE,
+    INVALID_RECORDS,
+    FINALIZE_MISMATCH,
+)
+DIAGNOSTICS = frozenset({DUPLICATE_DATE_ROWS})
+EXAMPLES = 8
+
+
+class IntegrityReport(msgspec.Struct, kw_only=True):
+    """How many records break each invariant now, with up to 8 offending ids each (sorted)."""
+
+    counts: dict[str, int]
+    examples: dict[str, list[str]]
+
+    @property
+    def violations(self) -> int:
+        return sum(n for name, n in self.counts.items() if name not in DIAGNOSTICS)
+
+    @property
+    def clean(self) -> bool:
+        return self.violations == 0
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode({"clean": self.clean, "counts": self.counts, "examples": self.examples})
+
+    def describe(self) -> str:
+        lines = ["clean" if self.clean else f"{self.violations} violation(s)"]
+        for name in COUNTERS:
+            if self.counts.get(name):
+                kind = " (diagnostic)" if name in DIAGNOSTICS else ""
+                lines.append(f"  {name}{kind}: {self.counts[name]}  e.g. {', '.join(self.examples[name])}")
+        return "\n".join(lines)
+
+
+class Invariants:
+    """The current violations of one view, updated from the records a transaction touched."""
+
+    def __init__(self, view: ChatView) -> None:
+        self.view = view
+        self.found: dict[str, set[str]] = {name: set() for name in COUNTERS if name not in _DERIVED}
+
+    def update(self) -> bool:
+        """Check what changed since the last call. Returns whether any violation is present now."""
+        messages, threads = self.view.take_dirty()
+        for mid in messages:
+            self._check_message(mid)
+        for tid in threads:
+            self._check_thread(tid)
+        return any(self.found.values()) or bool(self.view.problems)
+
+    def report(self) -> IntegrityReport:
+        offenders = {name: ids for name, ids in self.found.items()}
+        offenders[INVALID_RECORDS] = {f"{root}:{rid}" for root, rid in self.view.problems}
+        offenders[DUPLICATE_DATE_ROWS] = set().union(*self.view.duplicate_groups())
+        return IntegrityReport(
+            counts={name: len(offenders[name]) for name in COUNTERS},
+            examples={name: sorted(offenders[name])[:EXAMPLES] for name in COUNTERS},
+        )
+
+    def _check_message(self, mid: str) -> None:
+        self.found[ORPHAN_MESSAGES].discard(mid)
+        self.found[INVALID_REPLY_TARGETS].discard(mid)
+        row = self.view.messages.get(mid)
+        if row is None:
+            return
+        thread = self.view.threads.get(row.thread_id)
+        if thread is None:
+            self.found[ORPHAN_MESSAGES].add(mid)
+        elif row.reply_to is not None and row.reply_to != thread.root_message_id:
+            self.found[INVALID_REPLY_TARGETS].add(mid)
+
+    def _check_thread(self, tid: str) -> None:
+        for name in (MULTI_ROOT, MISSING_ROOT_MESSAGE, MISSING_THREAD_CONFIG, FINALIZE_MISMATCH):
+            self.found[name].discard(tid)
+        view = self.view
+        thread = view.threads.get(tid)
+        if thread is not None:
+            if view.roots_by_thread.get(tid, set()) - {thread.root_message_id}:
+                self.found[MULTI_ROOT].add(tid)
+            if not _is_root_of(view, thread.root_message_id, tid):
+                self.found[MISSING_ROOT_MESSAGE].add(tid)
+            if tid not in view.agent_configs:
+                self.found[MISSING_THREAD_CONFIG].add(tid)
+        state = view.states.get(tid)
+        if state is not None and state.active_message_id is not None:
+            active = view.messages.get(state.active_message_id)
+            if active is not None and active.generating == (state.state in TERMINAL_STATES):
+                self.found[FINALIZE_MISMATCH].add(tid)
+
+
+_DERIVED = frozenset({INVALID_RECORDS, DUPLICATE_DATE_ROWS})  # computed from the view at report time
+
+
+def full_check(view: ChatView) -> IntegrityReport:
+    """Check every record of `view` from scratch (the incremental checker must agree with this)."""
+    checker = Invariants(view)
+    view.dirty_messages.update(view.messages)
+    view.dirty_thread_records.update(view.threads)
+    view.dirty_threads.update(view.states, view.agent_configs, view.by_thread)
+    checker.update()
+    return checker.report()
+
+
+def _is_root_of(view: ChatView, mid: str, tid: str) -> bool:
+    row = view.messages.get(mid)
+    return row is not None and row.thread_id == tid and row.reply_to is None
+
+
+# -- repairs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Repair:
+    """One write that mends one invariant. `value` None with action "delete" removes the field;
+    action "create" writes a whole new record map (only ever one that no peer can have written
+    differently)."""
+
+    root: str
+    record_id: str
+    action: str  # "set" | "delete" | "create"
+    field: str = ""
+    value: Any = None
+
+
+def plan_repairs(view: ChatView, found: dict[str, set[str]], *, offline: bool = False) -> list[Repair]:
+    """The repairs for the current violations, as a pure function of the view: two peers that hold the
+    same records plan the same writes, so peers repairing at once converge.
+
+    Live (`offline` False) repairs never create a record that may still be on its way from its creator:
+    a missing thread record is only recreated from a root message that is present (the record follows
+    from it), and missing thread configs mean defaults. `offline` (the `chatdoc repair` command, where
+    nothing is in flight) also promotes a root for rootless orphans and writes default configs."""
+    plan: list[Repair] = []
+    for tid in sorted(_threads_of(view, found[ORPHAN_MESSAGES])):
+        plan.extend(_recreate_thread(view, tid, offline))
+    for tid in sorted(found[MISSING_ROOT_MESSAGE]):
+        plan.extend(_promote_root(view, tid))
+    healthy = {
+        tid for tid, t in view.threads.items()
+        if tid not in found[MISSING_ROOT_MESSAGE] and _is_root_of(view, t.root_message_id, tid)
+    }
+    for tid in sorted(found[MULTI_ROOT] & healthy):
+        root = view.threads[tid].root_message_id
+        for mid in sorted(view.roots_by_thread.get(tid, set()) - {root}):
+            plan.append(Repair(MESSAGES, mid, "set", "reply_to_message_id", root))
+    for mid in sorted(found[INVALID_REPLY_TARGETS]):
+        row = view.messages[mid]
+        if row.thread_id in healthy:
+            plan.append(Repair(MESSAGES, mid, "set", "reply_to_message_id", view.threads[row.thread_id].root_message_id))
+    for tid in sorted(found[FINALIZE_MISMATCH]):
+        state = view.states[tid]
+        active = view.messages[state.active_message_id]  # type: ignore[index]
+        settled = "running" if active.generating else ("interrupted" if active.interrupted else "complete")
+        plan.append(Repair(THREAD_STATES, tid, "set", "state", settled))
+    for (root, rid), problems in sorted(view.problems.items()):
+        if root == MESSAGES:
+            plan.extend(Repair(MESSAGES, rid, "delete", f) for f in sorted(problems) if f in CONFIG_ONLY_FIELDS)
+    if offline:
+        for tid in sorted(found[MISSING_THREAD_CONFIG]):
+            plan.append(Repair(THREAD_CONFIGS, tid, "create", value={}))
+    return plan
+
+
+def _threads_of(view: ChatView, message_ids: set[str]) -> set[str]:
+    return {view.messages[mid].thread_id for mid in message_ids if mid in view.messages}
+
+
+def _recreate_thread(view: ChatView, tid: str, offline: bool) -> list[Repair]:
+    roots = view.roots_by_thread.get(tid)
+    if roots:
+        root = min((view.messages[m] for m in roots), key=lambda r: r.order)
+        repairs = []
+    elif offline and view.by_thread.get(tid):
+        root = view.messages[view.by_thread[tid][0][1]]
+        repairs = [Repair(MESSAGES, root.message_id, "delete", "reply_to_message_id")]
+    else:
+        return []
+    record = {
+        "created_at": root.date,
+        "created_by": root.sender_id,
+        "root_message_id": root.message_id,
+        "schema_version": SCHEMA_VERSION,
+    }
+    return [Repair(THREADS, tid, "create", value=record), *repairs]
+
+
+def _promote_root(view: ChatView, tid: str) -> list[Repair]:
+    thread = view.threads[tid]
+    current = view.messages.get(thread.root_message_id)
+    if current is not None and current.thread_id == tid:  # a root that was made a reply: undo that
+        return [Repair(MESSAGES, current.message_id, "delete", "reply_to_message_id")]
+    if current is not None or (MESSAGES, thread.root_message_id) in view.quarantined:
+        return []  # the root is broken or sits in another thread: a person must look, nothing is guessed
+    members = [view.messages[m] for _, m in view.by_thread.get(tid, ())]
+    if not members:
+        return []
+    roots = [m for m in members if m.reply_to is None]
+    new_root = min(roots or members, key=lambda r: r.order)
+    repairs = [Repair(THREADS, tid, "set", "root_message_id", new_root.message_id)]
+    if new_root.reply_to is not None:
+        repairs.append(Repair(MESSAGES, new_root.message_id, "delete", "reply_to_message_id"))
+    return repairs

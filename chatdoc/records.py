@@ -1,0 +1,266 @@
+"""What a record is: the msgspec types of the five root maps, and how each field is stored in Yjs.
+
+These types are the read model. A record read from the document is validated against them; Yjs turns
+integers into floats, so numbers are read in lax mode, which takes `2.0` for `2` and refuses `2.5`.
+SCHEMA.md is the same contract in prose, for clients in other languages.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from .ids import DATE_PATTERN, ULID_PATTERN
+
+SCHEMA_VERSION = 2
+
+# Root maps of the Yjs document.
+META = "meta"
+THREADS = "threads"
+THREAD_CONFIGS = "thread_configs"
+MESSAGES = "messages"
+THREAD_STATES = "thread_states"
+ROOTS = (META, THREADS, THREAD_CONFIGS, MESSAGES, THREAD_STATES)
+
+# A message's edits are entries of its own map, `edit:<edit ULID>` -> {author_id, date, content}: unique
+# keys, so concurrent edits never overwrite each other, and no nested type has to exist before the first.
+EDIT_PREFIX = "edit:"
+
+Ulid = Annotated[str, Meta(pattern=ULID_PATTERN)]
+Date = Annotated[str, Meta(pattern=DATE_PATTERN)]
+NonNegative = Annotated[int, Meta(ge=0)]
+
+ThreadStateName = Literal["idle", "queued", "running", "interrupted", "error", "complete"]
+InterruptReason = Literal["interrupt", "server_restart", "error"]
+TERMINAL_STATES = frozenset({"idle", "interrupted", "error", "complete"})
+
+
+class Thread(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Immutable identity of a thread. `threads[thread_id]`.
+
+    Every field follows from the root message (created_at = its date, created_by = its sender), so a
+    repairing peer that recreates a lost thread record writes exactly what its creator wrote."""
+
+    thread_id: Ulid
+    created_at: Date
+    created_by: str
+    root_message_id: Ulid
+    schema_version: int = SCHEMA_VERSION
+
+
+class AcpConfig(Struct, kw_only=True, omit_defaults=True):
+    """How a thread talks to its agent. Unknown keys are kept in the document and ignored here."""
+
+    sessionId: str | None = None
+    model: str | None = None
+    reasoning: str | None = None
+    workingDirectory: str | None = None
+    envHome: str | None = None
+    envPath: str | None = None
+    sessionMode: str | None = None
+    allowWrite: bool | None = None
+    codexPathOverride: str | None = None
+    agent: str | None = None  # which ACP agent command runs this thread (server configuration names it)
+
+
+class ThreadConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Mutable thread settings. `thread_configs[thread_id]`; absent means all defaults."""
+
+    thread_id: Ulid
+    name: str | None = None
+    thread_color: str | None = None
+    thread_icon: str | None = None
+    pin: bool = False
+    acp_config: AcpConfig | None = None
+    forked_from_thread_id: Ulid | None = None
+    forked_from_message_id: Ulid | None = None
+    updated_at: Date | None = None
+    updated_by: str | None = None
+
+
+class ThreadConfigPatch(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The fields a config write changes. UNSET fields are not touched; None clears a field.
+
+    `acp_config` is patched key by key too: naming `sessionId` never touches `model`."""
+
+    name: str | None | UnsetType = UNSET
+    thread_color: str | None | UnsetType = UNSET
+    thread_icon: str | None | UnsetType = UNSET
+    pin: bool | UnsetType = UNSET
+    acp_config: dict[str, str | bool | None] | UnsetType = UNSET
+
+
+class ThreadState(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Runtime status of a thread's agent turn. `thread_states[thread_id]`; absent means idle."""
+
+    thread_id: Ulid
+    state: ThreadStateName = "idle"
+    active_message_id: Ulid | None = None
+    error: str | None = None
+    updated_at: Date | None = None
+
+
+class AcpUsage(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=False):
+    input_tokens: NonNegative = 0
+    output_tokens: NonNegative = 0
+    cached_input_tokens: NonNegative = 0
+    reasoning_output_tokens: NonNegative = 0
+    total_tokens: NonNegative = 0
+    model_context_window: NonNegative | None = None
+
+
+class Edit(Struct, kw_only=True, forbid_unknown_fields=True):
+    """One later version of a message's text (the first version is the message body)."""
+
+    edit_id: Ulid
+    author_id: str
+    date: Date
+    content: str
+
+
+class Message(Struct, kw_only=True, forbid_unknown_fields=True):
+    """One chat message. `messages[message_id]`; a root has no `reply_to_message_id`."""
+
+    message_id: Ulid
+    thread_id: Ulid
+    sender_id: str
+    date: Date
+    body: str
+    reply_to_message_id: Ulid | None = None
+    history: tuple[Edit, ...] = ()  # edits, oldest first: ordered by (date, edit_id)
+    generating: bool = False
+    acp_thread_id: str | None = None
+    acp_usage: AcpUsage | None = None
+    acp_interrupted: bool = False
+    acp_interrupted_reason: InterruptReason | None = None
+    acp_interrupted_text: str | None = None
+    deleted_at: Date | None = None
+    deleted_by: str | None = None
+
+    @property
+    def content(self) -> str:
+        """The text shown now: the newest edit, or the body when never edited."""
+        return self.history[-1].content if self.history else self.body
+
+    @property
+    def is_root(self) -> bool:
+        return self.reply_to_message_id is None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class DocMeta(Struct, kw_only=True, forbid_unknown_fields=False):
+    """The `meta` map: document-level markers (other issues add migration markers)."""
+
+    schema_version: int = SCHEMA_VERSION
+    created_at: Date | None = None
+
+
+# Fields each record type may store in its Yjs map (the record's own id is the key, never a field).
+MESSAGE_FIELDS = frozenset(f for f in Message.__struct_fields__ if f not in ("message_id", "history"))
+THREAD_FIELDS = frozenset(f for f in Thread.__struct_fields__ if f != "thread_id")
+CONFIG_FIELDS = frozenset(f for f in ThreadConfig.__struct_fields__ if f != "thread_id")
+STATE_FIELDS = frozenset(f for f in ThreadState.__struct_fields__ if f != "thread_id")
+# Thread settings that a misbehaving (legacy-minded) peer may write onto a message: they must never be
+# read from there.
+CONFIG_ONLY_FIELDS = frozenset({"name", "thread_color", "thread_icon", "pin", "acp_config"})
+
+
+class RecordError(ValueError):
+    """A record in the document does not match its schema."""
+
+
+def decode_record(kind: type[Struct], record_id: str, fields: dict) -> Struct:
+    """Validate one record's stored fields. Raises RecordError with the msgspec path on failure."""
+    try:
+        return msgspec.convert({**fields, _id_field(kind): record_id}, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise RecordError(str(exc)) from None
+
+
+def _id_field(kind: type[Struct]) -> str:
+    return "message_id" if kind is Message else "thread_id"
+
+
+# How fields are stored in Yjs when they are not plain JSON values.
+TEXT_FIELDS = {"messages": frozenset({"body"})}
+MAP_FIELDS = {"thread_configs": frozenset({"acp_config"})}
+# A message missing one of these, or holding a bad one, cannot be placed in a thread: it is quarantined.
+REQUIRED = {
+    MESSAGES: frozenset({"thread_id", "sender_id", "date", "body"}),
+    THREADS: frozenset({"created_at", "created_by", "root_message_id"}),
+    THREAD_CONFIGS: frozenset(),
+    THREAD_STATES: frozenset(),
+}
+KIND_OF_ROOT: dict[str, type[Struct]] = {
+    MESSAGES: Message,
+    THREADS: Thread,
+    THREAD_CONFIGS: ThreadConfig,
+    THREAD_STATES: ThreadState,
+}
+FIELDS_OF_ROOT = {
+    MESSAGES: MESSAGE_FIELDS,
+    THREADS: THREAD_FIELDS,
+    THREAD_CONFIGS: CONFIG_FIELDS,
+    THREAD_STATES: STATE_FIELDS,
+}
+
+
+class YText:
+    """Stands for a Y.Text value whose string was not read (bulk reads check shapes, not bodies)."""
+
+    __slots__ = ()
+
+
+YTEXT = YText()
+
+
+class TextValue(str):
+    """A Y.Text's string, marked so that shape checks know it came from a Y.Text."""
+
+
+class MapValue(dict):
+    """A Y.Map's content, marked so that shape checks know it came from a Y.Map."""
+
+_FIELD_TYPES = {
+    root: {f.name: f.type for f in msgspec.structs.fields(kind)} for root, kind in KIND_OF_ROOT.items()
+}
+
+
+def field_problem(root: str, field: str, value: object) -> str | None:
+    """Why `value` may not be stored as `field` of a record in `root`, or None when it may.
+
+    `value` is as read from Yjs: a Y.Text as `str` or YTEXT, a Y.Map as `dict`, a plain JSON value as is."""
+    types = _FIELD_TYPES[root]
+    if field not in FIELDS_OF_ROOT[root]:
+        if root == MESSAGES and field.startswith(EDIT_PREFIX):
+            return _edit_problem(field, value)
+        if root == MESSAGES and field in CONFIG_ONLY_FIELDS:
+            return f"thread setting {field!r} written onto a message"
+        return f"unknown field {field!r}"
+    is_text = field in TEXT_FIELDS.get(root, ())
+    if is_text != (value is YTEXT or isinstance(value, TextValue)):
+        return f"{field!r} must be {'a Y.Text' if is_text else 'a plain value'}"
+    if is_text:
+        return None
+    if field in MAP_FIELDS.get(root, ()) and not isinstance(value, MapValue):
+        return f"{field!r} must be a Y.Map"
+    try:
+        msgspec.convert(value, types[field], strict=False)
+    except msgspec.ValidationError as exc:
+        return f"{field!r}: {exc}"
+    return None
+
+
+def _edit_problem(key: str, value: object) -> str | None:
+    try:
+        msgspec.convert({**value, "edit_id": key[len(EDIT_PREFIX):]}, Edit) if isinstance(value, dict) else None
+    except msgspec.ValidationError as exc:
+        return f"{key!r}: {exc}"
+    return None if isinstance(value, dict) else f"{key!r} must be an object"
+
+
