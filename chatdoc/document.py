@@ -83,14 +83,14 @@ class ChatDoc:
         self._schedule = schedule
         self._repair_pending = False
         self._depth = 0
-        self._listeners: list[Callable[[Any], None]] = []
+        self.observer_errors: list[BaseException] = []
         self._index_everything()
-        # Long-lived subscriptions, kept referenced: a collected Subscription silently stops firing.
+        # Raw (Rust-level) deep observers: pycrdt's wrappers cost more than the checks themselves.
+        # Long-lived and kept referenced: a collected Subscription silently stops firing.
         self._subscriptions = [
-            self.roots[root].observe_deep(self._observer(root)) for root in RECORD_ROOTS
+            self.roots[root].integrated.observe_deep(self._observer(root)) for root in RECORD_ROOTS
         ]
-        self._subscriptions.append(self.doc.observe(self._after_transaction))
-        self._after_transaction(None)
+        self._after_change()
 
     @classmethod
     def from_update(cls, update: bytes, **options: Any) -> ChatDoc:
@@ -110,8 +110,10 @@ class ChatDoc:
                 yield txn
         finally:
             self._depth -= 1
-        if self._depth == 0 and self._repair_pending and self._schedule is None:
-            self.run_repairs()
+        if self._depth == 0:
+            self._raise_observer_errors()
+            if self._repair_pending and self._schedule is None:
+                self.run_repairs()
 
     def apply_update(self, update: bytes, origin: str = "remote") -> None:
         """Apply a remote peer's update (idempotent, in any order: Yjs holds back what lacks its causes)."""
@@ -123,10 +125,6 @@ class ChatDoc:
 
     def get_state(self) -> bytes:
         return self.doc.get_state()
-
-    def on_change(self, listener: Callable[[Any], None]) -> None:
-        """Call `listener(origin)` after each transaction has been indexed and checked."""
-        self._listeners.append(listener)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -221,36 +219,42 @@ class ChatDoc:
 
     # -- observers ---------------------------------------------------------------------------------
 
-    def _observer(self, root: str) -> Callable[[list[Any], Any], None]:
+    def _observer(self, root: str) -> Callable[[list[Any]], None]:
         root_map = self.roots[root]
         upsert = self.view.upsert
         remove = self.view.remove
 
-        def on_events(events: list[Any], txn: Any) -> None:
-            tx = ystore.raw(txn)
-            touched: set[str] = set()
-            for event in events:
-                path = event.path
-                if not path:
-                    for rid, change in event.keys.items():
-                        if change["action"] == "delete":
-                            remove(root, rid)
+        def on_events(events: list[Any]) -> None:
+            try:
+                tx = events[0].transaction
+                touched: set[str] = set()
+                for event in events:
+                    path = event.path
+                    if not path:
+                        for rid, change in event.keys.items():
                             touched.discard(rid)
-                        else:
-                            upsert(root, rid, ystore.read_fields(tx, change["newValue"], text=False))
-                elif not (root == MESSAGES and len(path) > 1 and path[1] == "body"):
-                    touched.add(path[0])  # a field changed: re-index that one record
-                # else: text streamed into a body; nothing the view or the invariants depend on
-            for rid in touched:
-                record = ystore.get_record(tx, root_map, rid)
-                if record is None:
-                    remove(root, rid)
-                else:
-                    upsert(root, rid, ystore.read_fields(tx, record, text=False))
+                            if change["action"] == "delete":
+                                remove(root, rid)
+                            else:
+                                upsert(root, rid, ystore.read_fields(tx, change["newValue"], text=False))
+                    elif not (root == MESSAGES and len(path) > 1 and path[1] == "body"):
+                        touched.add(path[0])  # a field changed: re-index that one record
+                    # else: text streamed into a body; nothing the view or the invariants depend on
+                for rid in touched:
+                    record = ystore.get_record(tx, root_map, rid)
+                    if record is None:
+                        remove(root, rid)
+                    else:
+                        upsert(root, rid, ystore.read_fields(tx, record, text=False))
+                self._after_change()
+            except BaseException as exc:  # noqa: BLE001 - must not unwind into Rust; re-raised after commit
+                self.observer_errors.append(exc)
 
         return on_events
 
-    def _after_transaction(self, event: Any) -> None:
+    def _after_change(self) -> None:
+        """Check what the view marked dirty. Runs after each root map's events; a transaction that
+        touches several maps is checked again after each, and the last check sees it whole."""
         before = len(self.invariants.found[FINALIZE_MISMATCH])
         broken = self.invariants.update()
         self.finalize_mismatches_seen += max(0, len(self.invariants.found[FINALIZE_MISMATCH]) - before)
@@ -258,8 +262,11 @@ class ChatDoc:
             self._repair_pending = True
             if self._schedule is not None:
                 self._schedule(self.run_repairs)
-        for listener in self._listeners:
-            listener(event)
+
+    def _raise_observer_errors(self) -> None:
+        if self.observer_errors:
+            errors, self.observer_errors = self.observer_errors, []
+            raise RuntimeError(f"chatdoc observer failed; the view may be stale: {errors[0]!r}") from errors[0]
 
     def _index_everything(self) -> None:
         _index(self.doc, self.roots, self.view)

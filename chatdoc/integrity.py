@@ -210,8 +210,8 @@ def _recreate_thread(view: ChatView, tid: str, offline: bool) -> list[Repair]:
     if roots:
         root = min((view.messages[m] for m in roots), key=lambda r: r.order)
         repairs = []
-    elif offline and view.by_thread.get(tid):
-        root = view.messages[view.by_thread[tid][0][1]]
+    elif offline and (first := view.first_message_id(tid)) is not None:
+        root = view.messages[first]
         repairs = [Repair(MESSAGES, root.message_id, "delete", "reply_to_message_id")]
     else:
         return []
@@ -231,7 +231,7 @@ def _promote_root(view: ChatView, tid: str) -> list[Repair]:
         return [Repair(MESSAGES, current.message_id, "delete", "reply_to_message_id")]
     if current is not None or (MESSAGES, thread.root_message_id) in view.quarantined:
         return []  # the root is broken or sits in another thread: a person must look, nothing is guessed
-    members = [view.messages[m] for _, m in view.by_thread.get(tid, ())]
+    members = [view.messages[m] for m in view.message_ids(tid)]
     if not members:
         return []
     roots = [m for m in members if m.reply_to is None]

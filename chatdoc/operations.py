@@ -192,6 +192,8 @@ def set_thread_state(
 ) -> None:
     """Write the thread's runtime state (fields patched one by one, like a config)."""
     msgspec.convert(state, ThreadStateName)
+    if chat.thread(thread_id) is None:  # a state record for no thread would be an orphan no check sees
+        raise ChatError(f"no thread {thread_id}")
     states = chat.roots[THREAD_STATES]
     with chat.transaction(origin):
         record = states.get(thread_id)

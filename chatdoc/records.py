@@ -7,7 +7,7 @@ SCHEMA.md is the same contract in prose, for clients in other languages.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -210,6 +210,24 @@ FIELDS_OF_ROOT = {
 }
 
 
+def _strict_decoder(kind: type[Struct]) -> Any:
+    """Validate a record's stored fields against `kind` minus its id and derived fields (a twin type
+    made once), lax about floats for ints."""
+    derived = ("message_id", "history") if kind is Message else ("thread_id",)
+    stored = msgspec.defstruct(
+        f"Stored{kind.__name__}",
+        [(f.name, f.type) if f.required else (f.name, f.type, f.default)
+         for f in msgspec.structs.fields(kind) if f.name not in derived],
+        kw_only=True,
+        forbid_unknown_fields=True,
+    )
+
+    def validate(fields: dict[str, Any]) -> None:
+        msgspec.convert(fields, stored, strict=False)
+
+    return validate
+
+
 class YText:
     """Stands for a Y.Text value whose string was not read (bulk reads check shapes, not bodies)."""
 
@@ -226,6 +244,7 @@ class TextValue(str):
 class MapValue(dict):
     """A Y.Map's content, marked so that shape checks know it came from a Y.Map."""
 
+_STRICT_RECORD = {root: _strict_decoder(kind) for root, kind in KIND_OF_ROOT.items()}
 _FIELD_TYPES = {
     root: {f.name: f.type for f in msgspec.structs.fields(kind)} for root, kind in KIND_OF_ROOT.items()
 }
@@ -254,6 +273,29 @@ def field_problem(root: str, field: str, value: object) -> str | None:
     except msgspec.ValidationError as exc:
         return f"{field!r}: {exc}"
     return None
+
+
+def record_is_valid(root: str, fields: dict[str, Any]) -> bool:
+    """Whether a stored record (as read with bodies unread) is well shaped and well typed, in one
+    msgspec call. False sends the record down the field-by-field path (`field_problem`), which says
+    what is wrong; records with edits take that path too, being rarer."""
+    if fields.keys() - FIELDS_OF_ROOT[root]:
+        return False
+    plain = fields
+    for name in TEXT_FIELDS.get(root, ()):
+        value = fields.get(name)
+        if value is not None:
+            if value is not YTEXT and type(value) is not TextValue:
+                return False
+            plain = {**plain, name: ""}
+    for name in MAP_FIELDS.get(root, ()):
+        if name in fields and type(fields[name]) is not MapValue:
+            return False
+    try:
+        _STRICT_RECORD[root](plain)  # a Y.Text read unread (YTEXT) where a plain value belongs fails here
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def _edit_problem(key: str, value: object) -> str | None:

@@ -19,6 +19,7 @@ from .records import (
     THREAD_STATES,
     THREADS,
     field_problem,
+    record_is_valid,
 )
 
 
@@ -63,6 +64,7 @@ class ChatView:
     quarantined: set[tuple[str, str]] = field(default_factory=set)
     by_thread: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # sorted (date, id)
     roots_by_thread: dict[str, set[str]] = field(default_factory=dict)
+    unsorted: set[str] = field(default_factory=set)  # threads whose by_thread list needs a sort
     same_moment: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)  # (thread, date, sender)
     thread_order: list[tuple[str, str]] = field(default_factory=list)  # sorted (created_at, thread_id)
     # What changed since the invariants last looked: messages, thread aggregates (members, config,
@@ -77,14 +79,15 @@ class ChatView:
         """Index one record as stored now (`fields` None: the value is not a map at all)."""
         self.remove(root, record_id)
         problems = _problems(root, record_id, fields)
-        key = (root, record_id)
+        ok = fields
         if problems:
+            key = (root, record_id)
             self.problems[key] = problems
-        if fields is None or any(f in problems for f in ("<key>", "<record>", *REQUIRED[root])):
-            self.quarantined.add(key)
-            self._touch(root, record_id, fields)
-            return
-        ok = {f: v for f, v in fields.items() if f not in problems}
+            if fields is None or any(f in problems for f in ("<key>", "<record>", *REQUIRED[root])):
+                self.quarantined.add(key)
+                self._touch(root, record_id, fields)
+                return
+            ok = {f: v for f, v in fields.items() if f not in problems}
         if root == MESSAGES:
             self._add_message(record_id, ok)
         elif root == THREADS:
@@ -97,9 +100,10 @@ class ChatView:
             self.dirty_threads.add(record_id)
 
     def remove(self, root: str, record_id: str) -> None:
-        key = (root, record_id)
-        self.problems.pop(key, None)
-        self.quarantined.discard(key)
+        if self.problems:
+            key = (root, record_id)
+            self.problems.pop(key, None)
+            self.quarantined.discard(key)
         if root == MESSAGES:
             row = self.messages.pop(record_id, None)
             if row is not None:
@@ -129,7 +133,18 @@ class ChatView:
     # -- reads -------------------------------------------------------------------------------------
 
     def message_ids(self, thread_id: str) -> list[str]:
-        return [mid for _, mid in self.by_thread.get(thread_id, ())]
+        return [mid for _, mid in self._ordered(thread_id)]
+
+    def first_message_id(self, thread_id: str) -> str | None:
+        order = self._ordered(thread_id)
+        return order[0][1] if order else None
+
+    def _ordered(self, thread_id: str) -> list[tuple[str, str]]:
+        order = self.by_thread.get(thread_id, [])
+        if thread_id in self.unsorted:
+            order.sort()
+            self.unsorted.discard(thread_id)
+        return order
 
     def thread_ids(self) -> list[str]:
         return [tid for _, tid in self.thread_order]
@@ -140,31 +155,40 @@ class ChatView:
     # -- internals ---------------------------------------------------------------------------------
 
     def _add_message(self, mid: str, f: dict[str, Any]) -> None:
-        row = MessageRow(
-            message_id=mid,
-            thread_id=f["thread_id"],
-            sender_id=f["sender_id"],
-            date=f["date"],
-            reply_to=f.get("reply_to_message_id"),
-            generating=bool(f.get("generating")),
-            interrupted=bool(f.get("acp_interrupted")),
-            deleted=f.get("deleted_at") is not None,
+        tid, date, sender, reply_to = f["thread_id"], f["date"], f["sender_id"], f.get("reply_to_message_id")
+        self.messages[mid] = MessageRow(
+            mid, tid, sender, date, reply_to,
+            bool(f.get("generating")), bool(f.get("acp_interrupted")), f.get("deleted_at") is not None,
         )
-        self.messages[mid] = row
-        insort(self.by_thread.setdefault(row.thread_id, []), row.order)
-        if row.reply_to is None:
-            self.roots_by_thread.setdefault(row.thread_id, set()).add(mid)
-        self.same_moment.setdefault((row.thread_id, row.date, row.sender_id), set()).add(mid)
+        order = self.by_thread.get(tid)
+        if order is None:
+            self.by_thread[tid] = [(date, mid)]
+        else:
+            if order[-1] > (date, mid):  # out of order (opening a document): sort on first read
+                self.unsorted.add(tid)
+            order.append((date, mid))
+        if reply_to is None:
+            self.roots_by_thread.setdefault(tid, set()).add(mid)
+        moment = (tid, date, sender)
+        group = self.same_moment.get(moment)
+        if group is None:
+            self.same_moment[moment] = {mid}
+        else:
+            group.add(mid)
         self.dirty_messages.add(mid)
-        self.dirty_threads.add(row.thread_id)
+        self.dirty_threads.add(tid)
 
     def _unindex_message(self, row: MessageRow) -> None:
         tid = row.thread_id
         order = self.by_thread.get(tid)
         if order is not None:
-            _remove_sorted(order, row.order)
+            if tid in self.unsorted:
+                order.remove((row.date, row.message_id))
+            else:
+                _remove_sorted(order, (row.date, row.message_id))
             if not order:
                 del self.by_thread[tid]
+                self.unsorted.discard(tid)
         roots = self.roots_by_thread.get(tid)
         if roots is not None:
             roots.discard(row.message_id)
@@ -203,6 +227,8 @@ def _problems(root: str, record_id: str, fields: dict[str, Any] | None) -> dict[
     if fields is None:
         problems["<record>"] = "record is not a Y.Map"
         return problems
+    if not problems and record_is_valid(root, fields):
+        return problems  # the common case: one msgspec call for the whole record
     for name, value in fields.items():
         reason = field_problem(root, name, value)
         if reason is not None:

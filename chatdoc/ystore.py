@@ -30,11 +30,15 @@ def handle(value: Any) -> Any:
 def read_value(txn: Any, value: Any, *, text: bool = True) -> Any:
     """A stored value as plain Python: Y.Text -> TextValue (or YTEXT when `text` is False), Y.Map ->
     MapValue, anything else as is (other shared types read as their JSON)."""
-    value = handle(value)
-    if isinstance(value, _YText):
+    kind = type(value)
+    if kind is _YText:
         return TextValue(value.get_string(txn)) if text else YTEXT
-    if isinstance(value, _YMap):
+    if kind is _YMap:
         return MapValue(msgspec.json.decode(value.to_json(txn)))
+    if kind in _PLAIN:
+        return value
+    if isinstance(value, (Map, Text)):
+        return read_value(txn, value.integrated, text=text)
     if hasattr(value, "to_json"):  # a shared type no schema allows: read its JSON for the report
         return msgspec.json.decode(value.to_json(txn))
     return value
@@ -42,10 +46,19 @@ def read_value(txn: Any, value: Any, *, text: bool = True) -> Any:
 
 def read_fields(txn: Any, record: Any, *, text: bool = True) -> dict[str, Any] | None:
     """All fields of one record map, or None when the value is not a Y.Map at all."""
-    record = handle(record)
-    if not isinstance(record, _YMap):
-        return None
-    return {key: read_value(txn, record.get(txn, key), text=text) for key in record.keys(txn)}
+    if type(record) is not _YMap:
+        record = handle(record)
+        if type(record) is not _YMap:
+            return None
+    get = record.get
+    fields = {}
+    for key in record.keys(txn):
+        value = get(txn, key)
+        fields[key] = value if type(value) in _PLAIN else read_value(txn, value, text=text)
+    return fields
+
+
+_PLAIN = frozenset({str, float, int, bool, type(None), dict, list})
 
 
 def record_ids(txn: Any, root: Map) -> list[str]:
