@@ -124,7 +124,11 @@ class Invariants:
         state = view.states.get(tid)
         if state is not None and state.active_message_id is not None:
             active = view.messages.get(state.active_message_id)
-            if active is not None and active.generating == (state.state in TERMINAL_STATES):
+            # "queued" may point at the last finished reply while the next turn waits: no mismatch.
+            if active is not None and (
+                (state.state == "running" and not active.generating)
+                or (state.state in TERMINAL_STATES and active.generating)
+            ):
                 self.found[FINALIZE_MISMATCH].add(tid)
 
 
