@@ -174,7 +174,8 @@ def patch_thread_config(chat: ChatDoc, thread_id: str, patch: ThreadConfigPatch 
         if patch.acp_config is not UNSET:
             acp = record.get("acp_config")
             if not isinstance(acp, Map):
-                acp = record["acp_config"] = Map()
+                # A plain dict here is a misbehaving peer's write: keep its keys, the patch names only some.
+                acp = record["acp_config"] = Map(dict(acp) if isinstance(acp, dict) else {})
             for key, value in patch.acp_config.items():
                 _set_or_clear(acp, key, value)
         record["updated_at"] = format_date(chat.clock())
