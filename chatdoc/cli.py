@@ -80,10 +80,10 @@ def _check_arguments(parser: argparse.ArgumentParser) -> None:
 def run_check(args: argparse.Namespace) -> int:
     chat = load(args.path)
     report = chat.full_check()
+    sizes = _sizes(chat)
     if args.json:
-        _print_json({"path": str(args.path), **_sizes(chat), **_report_json(report)})
+        _print_json({"path": str(args.path), **sizes, **_report_json(report)})
     else:
-        sizes = _sizes(chat)
         print(f"{args.path}: {sizes['threads']} threads, {sizes['messages']} messages")
         print(report.describe())
     return CLEAN if report.clean else VIOLATIONS
@@ -158,16 +158,16 @@ def load(path: Path) -> ChatDoc:
     except OSError as exc:
         raise UnusableInput(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
     if not update:
-        raise UnusableInput(f"{path}: the file is empty; a chat document holds at least an empty Yjs update")
+        raise UnusableInput(f"{path}: the file is empty (0 bytes); was it written completely? A chat document is a binary Yjs update")
     try:
         return ChatDoc.from_update(update, repair=False)
     except (ValueError, RuntimeError) as exc:  # pycrdt's "Cannot decode update" / "Cannot apply update"
-        raise UnusableInput(f"{path}: not a binary Yjs update ({exc}); was it written with encodeStateAsUpdate?") from None
+        raise UnusableInput(f"{path}: not a binary Yjs update ({exc}); give a file written by Y.encodeStateAsUpdate or `chatdoc generate`") from None
     except BaseException as exc:
         # pycrdt's Rust core reports some malformed input as pyo3's PanicException, a BaseException.
         if type(exc).__name__ != "PanicException":
             raise
-        raise UnusableInput(f"{path}: not a binary Yjs update (the decoder gave up); was it written with encodeStateAsUpdate?") from None
+        raise UnusableInput(f"{path}: not a binary Yjs update (the decoder gave up); give a file written by Y.encodeStateAsUpdate or `chatdoc generate`") from None
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -210,3 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnusableInput as exc:
         print(f"chatdoc {args.command}: {exc}", file=sys.stderr)
         return UNUSABLE
+    except BrokenPipeError:
+        # `chatdoc check big.ydoc | head`: the reader left. Exit as a shell does on SIGPIPE, without the
+        # traceback Python would print while flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13

@@ -1,0 +1,218 @@
+// A chat written with the yjs library the way browsers and a Node agent would, following chatdoc's schema:
+// one Y.Map per record keyed by its ULID in the root maps meta, threads, thread_configs, messages and
+// thread_states; bodies are Y.Text; dates are ISO strings with milliseconds; replies point at the root.
+//
+//   node write_chat.mjs OUT [--damage]
+//
+// Writes Y.encodeStateAsUpdate(doc) to OUT and prints to stdout, as JSON, what it wrote: each thread's
+// messages in schema order (date, then message id) with the content a reader must show, and with
+// --damage, the ids each integrity counter must name.
+import { writeFileSync } from 'node:fs'
+import { webcrypto } from 'node:crypto'
+import * as Y from 'yjs'
+
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+
+// 48 bits of milliseconds, then 80 random bits, in Crockford base32 (26 characters).
+function ulid (ms) {
+  let time = ''
+  for (let i = 0, t = ms; i < 10; i++, t = Math.floor(t / 32)) time = CROCKFORD[t % 32] + time
+  const random = webcrypto.getRandomValues(new Uint8Array(16))
+  return time + Array.from(random, (byte) => CROCKFORD[byte & 31]).join('')
+}
+
+const iso = (ms) => new Date(ms).toISOString()
+
+// Dates advance a few seconds per message, like a conversation; `same()` reuses the last millisecond.
+let now = Date.UTC(2026, 0, 10, 12, 0, 0, 0)
+const tick = () => (now += 1000 + Math.floor(Math.random() * 60000))
+
+// Each participant is its own Y.Doc (its own client id); `sync` exchanges what the other lacks, as a
+// provider would.
+function peer (name) {
+  const doc = new Y.Doc()
+  const root = (n) => doc.getMap(n)
+  return { name, doc, messages: root('messages'), threads: root('threads'), configs: root('thread_configs'), states: root('thread_states'), meta: root('meta') }
+}
+function sync (...peers) {
+  for (const a of peers) {
+    for (const b of peers) {
+      if (a !== b) Y.applyUpdate(b.doc, Y.encodeStateAsUpdate(a.doc, Y.encodeStateVector(b.doc)), 'sync')
+    }
+  }
+}
+
+const written = new Map() // message id -> {thread_id, date, sender_id, content, deleted}
+
+function messageMap (threadId, senderId, ms, content, replyTo, extra = {}) {
+  const record = new Y.Map()
+  record.set('thread_id', threadId)
+  record.set('sender_id', senderId)
+  record.set('date', iso(ms))
+  record.set('body', new Y.Text(content))
+  if (replyTo) record.set('reply_to_message_id', replyTo)
+  for (const [k, v] of Object.entries(extra)) record.set(k, v)
+  return record
+}
+
+function createThread (p, { content, config = {}, acp = null, withConfig = true }) {
+  const ms = tick()
+  const threadId = ulid(ms)
+  const rootId = ulid(ms)
+  p.doc.transact(() => {
+    p.messages.set(rootId, messageMap(threadId, p.name, ms, content, null))
+    const thread = new Y.Map()
+    for (const [k, v] of Object.entries({ created_at: iso(ms), created_by: p.name, root_message_id: rootId, schema_version: 2 })) thread.set(k, v)
+    p.threads.set(threadId, thread)
+    if (withConfig) {
+      const cfg = new Y.Map()
+      const acpMap = new Y.Map()
+      for (const [k, v] of Object.entries(acp ?? {})) acpMap.set(k, v)
+      cfg.set('acp_config', acpMap)
+      for (const [k, v] of Object.entries({ ...config, updated_at: iso(ms), updated_by: p.name })) cfg.set(k, v)
+      p.configs.set(threadId, cfg)
+    }
+    const state = new Y.Map()
+    state.set('state', 'idle')
+    state.set('updated_at', iso(ms))
+    p.states.set(threadId, state)
+  }, 'create_thread')
+  written.set(rootId, { thread_id: threadId, date: iso(ms), sender_id: p.name, content, deleted: false })
+  return { threadId, rootId, agent: acp !== null && Object.keys(acp).length > 0, name: config.name ?? null }
+}
+
+function reply (p, thread, content, { ms = tick(), replyTo = thread.rootId } = {}) {
+  const id = ulid(ms)
+  p.doc.transact(() => p.messages.set(id, messageMap(thread.threadId, p.name, ms, content, replyTo)), 'reply')
+  written.set(id, { thread_id: thread.threadId, date: iso(ms), sender_id: p.name, content, deleted: false })
+  return id
+}
+
+function edit (p, messageId, content) {
+  const ms = tick()
+  // A plain object under a unique key: concurrent edits never overwrite each other.
+  p.doc.transact(() => p.messages.get(messageId).set(`edit:${ulid(ms)}`, { author_id: p.name, date: iso(ms), content }), 'edit')
+  written.get(messageId).content = content
+}
+
+function softDelete (p, messageId) {
+  p.doc.transact(() => {
+    const record = p.messages.get(messageId)
+    record.set('deleted_at', iso(tick()))
+    record.set('deleted_by', p.name)
+  }, 'delete')
+  written.get(messageId).deleted = true
+}
+
+// An agent turn: the reply is created `generating`, streamed into by appending to its Y.Text (one
+// transaction per chunk, as tokens arrive), then finalised with usage; the thread state follows.
+function agentTurn (agent, thread, chunks, sessionId) {
+  const ms = tick()
+  const id = ulid(ms)
+  agent.doc.transact(() => {
+    agent.messages.set(id, messageMap(thread.threadId, agent.name, ms, '', thread.rootId, { generating: true }))
+    const state = agent.states.get(thread.threadId)
+    state.set('state', 'running')
+    state.set('active_message_id', id)
+    state.set('updated_at', iso(ms))
+  }, 'turn.start')
+  for (const chunk of chunks) {
+    agent.doc.transact(() => {
+      const body = agent.messages.get(id).get('body')
+      body.insert(body.length, chunk)
+    }, 'turn.stream')
+  }
+  agent.doc.transact(() => {
+    const record = agent.messages.get(id)
+    record.set('generating', false)
+    record.set('acp_thread_id', sessionId)
+    record.set('acp_usage', { input_tokens: 1200, output_tokens: 300, cached_input_tokens: 600, reasoning_output_tokens: 150, total_tokens: 1500, model_context_window: 400000 })
+    const state = agent.states.get(thread.threadId)
+    state.set('state', 'complete')
+    state.set('updated_at', iso(tick()))
+    // The session id lives in the thread's config only, patched key by key.
+    agent.configs.get(thread.threadId).get('acp_config').set('sessionId', sessionId)
+  }, 'turn.finalize')
+  written.set(id, { thread_id: thread.threadId, date: iso(ms), sender_id: agent.name, content: chunks.join(''), deleted: false })
+  return id
+}
+
+const [out, ...flags] = process.argv.slice(2)
+if (!out) {
+  console.error('usage: node write_chat.mjs OUT [--damage]')
+  process.exit(2)
+}
+const damage = flags.includes('--damage')
+
+const alice = peer('alice')
+const bob = peer('bob')
+const agent = peer('gpt-5.3-codex')
+alice.doc.transact(() => {
+  alice.meta.set('schema_version', 2)
+  alice.meta.set('created_at', iso(now))
+}, 'init')
+
+const plan = createThread(alice, { content: 'Plan for the release', config: { name: 'Release', thread_color: '#3f51b5', pin: true } })
+sync(alice, bob, agent)
+const bobsReply = reply(bob, plan, 'I can take the migration.')
+const sameMoment = tick() // two messages from one sender in one millisecond: both must survive
+reply(alice, plan, 'Great.', { ms: sameMoment })
+const aliceSecond = reply(alice, plan, 'And the tests?', { ms: sameMoment })
+const concurrent = reply(bob, plan, 'Written concurrently with alice, before syncing.')
+sync(alice, bob, agent)
+edit(bob, bobsReply, 'I can take the migration and the export.')
+edit(alice, bobsReply, 'Bob takes the migration and the export.')
+softDelete(alice, aliceSecond)
+sync(alice, bob, agent)
+
+const codex = createThread(alice, {
+  content: 'Why does the finalize write get lost?',
+  config: { name: 'Codex: finalize' },
+  acp: { model: 'gpt-5.3-codex', reasoning: 'medium', workingDirectory: '/home/user/project', allowWrite: false },
+})
+sync(alice, bob, agent)
+agentTurn(agent, codex, ['Looking at ', 'the writer: ', 'it keys rows by date.'], 'sess-js-1')
+sync(alice, bob, agent)
+reply(alice, codex, 'Can you fix it?')
+sync(alice, bob, agent)
+const lastTurn = agentTurn(agent, codex, ['Yes: ', 'use message ids.'], 'sess-js-1')
+
+const small = createThread(bob, { content: 'Lunch?' })
+reply(alice, small, 'Yes!')
+sync(alice, bob, agent)
+
+const expected = {}
+let extra = null
+if (damage) {
+  // A legacy-minded peer that knows nothing of the invariants.
+  const mallory = peer('mallory')
+  sync(alice, bob, agent, mallory)
+  const orphans = [...written].filter(([, m]) => m.thread_id === small.threadId).map(([id]) => id)
+  mallory.doc.transact(() => mallory.threads.delete(small.threadId), 'lost thread record')
+  const misdirected = reply(mallory, plan, 'Replying to bob, not to the root.', { replyTo: concurrent })
+  mallory.doc.transact(() => mallory.messages.get(codex.rootId).set('acp_config', { model: 'gpt-5.2' }), 'legacy root write')
+  extra = createThread(mallory, { content: 'A thread created without its config', withConfig: false })
+  mallory.doc.transact(() => mallory.states.get(codex.threadId).set('state', 'running'), 'stale state')
+  sync(alice, bob, agent, mallory)
+  Object.assign(expected, {
+    'chat.integrity.orphan_messages': orphans,
+    'chat.integrity.invalid_reply_targets': [misdirected],
+    'chat.integrity.invalid_records': [`messages:${codex.rootId}`],
+    'chat.integrity.missing_thread_config': [extra.threadId],
+    'chat.acp.finalize_mismatch': [codex.threadId],
+  })
+  for (const ids of Object.values(expected)) ids.sort()
+}
+
+writeFileSync(out, Y.encodeStateAsUpdate(alice.doc))
+
+// Schema order: by date, then message id (ULIDs sort like their creation time).
+const byOrder = ([ia, a], [ib, b]) => (a.date < b.date ? -1 : a.date > b.date ? 1 : ia < ib ? -1 : ia > ib ? 1 : 0)
+const threads = [plan, codex, small, ...(extra ? [extra] : [])].map((t) => ({
+  thread_id: t.threadId,
+  root_message_id: t.rootId,
+  name: t.name,
+  agent: t.agent,
+  messages: [...written].filter(([, m]) => m.thread_id === t.threadId).sort(byOrder).map(([id, m]) => ({ message_id: id, ...m })),
+}))
+process.stdout.write(JSON.stringify({ threads, damage: expected, last_turn: lastTurn }) + '\n')
