@@ -85,6 +85,7 @@ class ChatDoc:
         self._in_repair = False
         self._depth = 0
         self.observer_errors: list[BaseException] = []
+        self._listeners: list[Callable[[set[str], set[str]], None]] = []
         self._index_everything()
         # Raw (Rust-level) deep observers: pycrdt's wrappers cost more than the checks themselves.
         # Long-lived and kept referenced: a collected Subscription silently stops firing.
@@ -131,6 +132,11 @@ class ChatDoc:
 
     def get_state(self) -> bytes:
         return self.doc.get_state()
+
+    def observe(self, listener: Callable[[set[str], set[str]], None]) -> None:
+        """Call `listener(message_ids, thread_ids)` with the records each change touched, once the view
+        and the invariants are current (inside the commit: read, but do not write; schedule writes)."""
+        self._listeners.append(listener)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -275,7 +281,10 @@ class ChatDoc:
     def _after_change(self) -> None:
         """Check what the view marked dirty. Runs after each root map's events; a transaction that
         touches several maps is checked again after each, and the last check sees it whole."""
-        broken = self.invariants.update()
+        messages, threads = self.view.take_dirty()
+        broken = self.invariants.check(messages, threads)
+        for listener in self._listeners:
+            listener(messages, threads)
         if broken and self.repairing and not self._repair_pending:
             self._repair_pending = True
             if self._schedule is not None:

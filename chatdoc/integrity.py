@@ -81,7 +81,10 @@ class Invariants:
 
     def update(self) -> bool:
         """Check what changed since the last call. Returns whether any violation is present now."""
-        messages, threads = self.view.take_dirty()
+        return self.check(*self.view.take_dirty())
+
+    def check(self, messages: set[str], threads: set[str]) -> bool:
+        """Check these messages and threads. Returns whether any violation is present now."""
         for mid in messages:
             self._check_message(mid)
         for tid in threads:
