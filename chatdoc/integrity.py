@@ -128,7 +128,8 @@ class Invariants:
         if state is not None and state.active_message_id is not None:
             active = view.messages.get(state.active_message_id)
             # "queued" may point at the last finished reply while the next turn waits: no mismatch.
-            if active is not None and (
+            # Only a reply of this thread counts: a changed message re-checks its own thread, no other.
+            if active is not None and active.thread_id == tid and (
                 (state.state == "running" and not active.generating)
                 or (state.state in TERMINAL_STATES and active.generating)
             ):

@@ -1,0 +1,86 @@
+"""Generic helpers shared by the test files: a deterministic clock, peers that sync, raw remote peers.
+
+Helpers are plain functions (tests import them: `from conftest import sync`) plus a few fixtures.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pytest
+from pycrdt import Doc, Map
+
+from chatdoc import ChatDoc, parse_date
+from chatdoc.records import ROOTS
+
+START_MS = parse_date("2026-01-10T12:00:00.000Z")
+
+
+class Clock:
+    """Milliseconds that advance by `step` on every reading, so every write gets its own date and the
+    order of dates follows the order of calls. `step=0` freezes time (many writes, one millisecond)."""
+
+    def __init__(self, start_ms: int = START_MS, step: int = 1) -> None:
+        self.ms = start_ms
+        self.step = step
+
+    def __call__(self) -> int:
+        now = self.ms
+        self.ms += self.step
+        return now
+
+
+class Peer(Protocol):
+    def get_state(self) -> bytes: ...
+    def get_update(self, state: bytes | None = None) -> bytes: ...
+    def apply_update(self, update: bytes) -> None: ...
+
+
+def sync(*peers: Peer) -> None:
+    """Exchange diffs until every peer holds every change (ChatDocs and plain pycrdt Docs alike).
+
+    It loops because a repairing ChatDoc may answer what it received with repairs the others lack."""
+    for _ in range(8):
+        before = [p.get_state() for p in peers]
+        for sender in peers:
+            for receiver in peers:
+                if sender is not receiver:
+                    receiver.apply_update(sender.get_update(receiver.get_state()))
+        if [p.get_state() for p in peers] == before:
+            return
+    raise AssertionError("peers still exchanging changes after 8 rounds of sync")
+
+
+def raw_peer(chat: ChatDoc | None = None) -> Doc:
+    """A plain pycrdt Doc holding `chat`'s content: a remote peer that writes whatever it likes, with
+    none of chatdoc's rules."""
+    doc = Doc()
+    if chat is not None:
+        doc.apply_update(chat.get_update())
+    return doc
+
+
+def root(doc: Doc, name: str) -> Map:
+    return doc.get(name, type=Map)
+
+
+def stored(chat: ChatDoc) -> dict[str, Any]:
+    """Everything the document stores, root by root, as plain Python (what peers must agree on)."""
+    return {name: chat.roots[name].to_py() for name in ROOTS}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def chat(clock: Clock) -> ChatDoc:
+    """A ChatDoc that does not repair: damage stays visible."""
+    return ChatDoc(clock=clock)
+
+
+@pytest.fixture
+def repairing_chat(clock: Clock) -> ChatDoc:
+    """A ChatDoc that repairs what it can when each call returns (like a server)."""
+    return ChatDoc(repair=True, clock=clock)

@@ -1,0 +1,630 @@
+"""Damage a misbehaving peer can do, how the incremental checks count it, and what the repairs mend.
+
+The damage is written with plain pycrdt on a second Doc (a remote peer that knows none of chatdoc's
+rules) and arrives in a ChatDoc through `apply_update`, as it would over the wire.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import pytest
+from conftest import Clock, raw_peer, root, stored, sync
+from pycrdt import Array, Doc, Map, Text
+
+from chatdoc import (
+    COUNTERS,
+    ChatDoc,
+    append_stream,
+    create_thread,
+    delete_message,
+    derived_ulid,
+    edit_message,
+    finalize_turn,
+    format_date,
+    interrupt_turn,
+    new_ulid,
+    patch_thread_config,
+    persist_session_id,
+    reply,
+    start_turn,
+)
+from chatdoc.integrity import (
+    DUPLICATE_DATE_ROWS,
+    FINALIZE_MISMATCH,
+    INVALID_RECORDS,
+    INVALID_REPLY_TARGETS,
+    MISSING_ROOT_MESSAGE,
+    MISSING_THREAD_CONFIG,
+    MULTI_ROOT,
+    ORPHAN_MESSAGES,
+)
+
+LATER = "2026-01-10T12:30:00.000Z"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A healthy agent thread: root, a person's reply, a finished agent turn."""
+
+    thread_id: str
+    root_id: str
+    reply_id: str
+    turn_id: str
+
+
+def healthy(chat: ChatDoc) -> Scene:
+    tid, root_id = create_thread(
+        chat, sender_id="alice", content="please fix the bug", config={"name": "bugfix", "acp_config": {"model": "gpt-5.2"}}
+    )
+    reply_id = reply(chat, tid, sender_id="bob", content="I can reproduce it")
+    turn_id = start_turn(chat, tid, agent_id="codex")
+    append_stream(chat, turn_id, "Fixed in main.")
+    finalize_turn(chat, turn_id)
+    return Scene(tid, root_id, reply_id, turn_id)
+
+
+def raw_message(thread_id: str, *, reply_to: str | None = None, body: object = "a message", **fields: object) -> Map:
+    """A message map as a peer would write it, fields and all (wrong ones included, if asked)."""
+    content = {"thread_id": thread_id, "sender_id": "mallory", "date": LATER, **fields}
+    content["body"] = Text(body) if isinstance(body, str) else body
+    if reply_to is not None:
+        content["reply_to_message_id"] = reply_to
+    return Map(content)
+
+
+def damaged(chat: ChatDoc, write: Callable[[Doc], object]) -> object:
+    """Let a remote peer holding `chat`'s content write `write`, then deliver its update to `chat`."""
+    peer = raw_peer(chat)
+    result = write(peer)
+    chat.apply_update(peer.get_update(chat.get_state()))
+    return result
+
+
+def bodies(holder: ChatDoc | Doc) -> dict[str, str]:
+    """Every message's body text, quarantined messages included."""
+    messages = holder.roots["messages"] if isinstance(holder, ChatDoc) else root(holder, "messages")
+    return {
+        mid: str(record["body"])
+        for mid, record in messages.items()
+        if isinstance(record, Map) and isinstance(record.get("body"), Text)
+    }
+
+
+def assert_bodies_kept(before: dict[str, str], chat: ChatDoc) -> None:
+    after = bodies(chat)
+    assert {mid: after.get(mid) for mid in before} == before, "a repair removed a message or changed its body"
+
+
+def assert_agrees(chat: ChatDoc) -> None:
+    assert chat.integrity() == chat.full_check()
+
+
+# -- the damage a peer can do, one counter at a time -----------------------------------------------
+
+
+def orphan_root(peer: Doc, s: Scene) -> str:
+    mid = new_ulid()
+    root(peer, "messages")[mid] = raw_message(new_ulid())  # a root whose thread record never came
+    return mid
+
+
+def orphan_reply(peer: Doc, s: Scene) -> str:
+    mid = new_ulid()
+    root(peer, "messages")[mid] = raw_message(new_ulid(), reply_to=new_ulid())  # neither thread nor root
+    return mid
+
+
+def second_root(peer: Doc, s: Scene) -> str:
+    root(peer, "messages")[new_ulid()] = raw_message(s.thread_id)
+    return s.thread_id
+
+
+def thread_without_config(peer: Doc, s: Scene) -> str:
+    tid, mid = new_ulid(), new_ulid()
+    root(peer, "messages")[mid] = raw_message(tid)
+    root(peer, "threads")[tid] = Map({"created_at": LATER, "created_by": "mallory", "root_message_id": mid, "schema_version": 2})
+    return tid
+
+
+def reply_to_a_reply(peer: Doc, s: Scene) -> str:
+    mid = new_ulid()
+    root(peer, "messages")[mid] = raw_message(s.thread_id, reply_to=s.reply_id)
+    return mid
+
+
+def reply_to_an_unknown_message(peer: Doc, s: Scene) -> str:
+    mid = new_ulid()
+    root(peer, "messages")[mid] = raw_message(s.thread_id, reply_to=new_ulid())
+    return mid
+
+
+def root_hard_deleted(peer: Doc, s: Scene) -> str:
+    del root(peer, "messages")[s.root_id]
+    return s.thread_id
+
+
+def root_made_a_reply(peer: Doc, s: Scene) -> str:
+    root(peer, "messages")[s.root_id]["reply_to_message_id"] = s.reply_id
+    return s.thread_id
+
+
+def thread_record_without_messages(peer: Doc, s: Scene) -> str:
+    tid = new_ulid()
+    root(peer, "threads")[tid] = Map({"created_at": LATER, "created_by": "mallory", "root_message_id": new_ulid(), "schema_version": 2})
+    root(peer, "thread_configs")[tid] = Map({"acp_config": Map()})
+    return tid
+
+
+def complete_while_generating(peer: Doc, s: Scene) -> str:
+    mid = new_ulid()
+    root(peer, "messages")[mid] = raw_message(s.thread_id, reply_to=s.root_id, generating=True)
+    state = root(peer, "thread_states")[s.thread_id]
+    state["state"], state["active_message_id"] = "complete", mid
+    return s.thread_id
+
+
+def running_after_finalize(peer: Doc, s: Scene) -> str:
+    state = root(peer, "thread_states")[s.thread_id]
+    state["state"], state["active_message_id"] = "running", s.turn_id
+    return s.thread_id
+
+
+def settings_on_a_message(peer: Doc, s: Scene) -> str:
+    record = root(peer, "messages")[s.root_id]
+    record["name"] = "hijacked"
+    record["acp_config"] = {"model": "evil-model"}
+    return f"messages:{s.root_id}"
+
+
+def thread_root_id_is_a_number(peer: Doc, s: Scene) -> str:
+    root(peer, "threads")[s.thread_id]["root_message_id"] = 7
+    return f"threads:{s.thread_id}"
+
+
+@dataclass(frozen=True)
+class Damage:
+    counter: str
+    write: Callable[[Doc, Scene], str]  # returns the id the report must name
+    fixed: str  # by a "live" repair, only "offline", or "never" (a person must look)
+
+
+DAMAGES = {
+    "root message of an unknown thread": Damage(ORPHAN_MESSAGES, orphan_root, "live"),
+    "reply whose thread and root are absent": Damage(ORPHAN_MESSAGES, orphan_reply, "offline"),
+    "second root in a thread": Damage(MULTI_ROOT, second_root, "live"),
+    "thread created without its config": Damage(MISSING_THREAD_CONFIG, thread_without_config, "offline"),
+    "reply to a reply": Damage(INVALID_REPLY_TARGETS, reply_to_a_reply, "live"),
+    "reply to an unknown message": Damage(INVALID_REPLY_TARGETS, reply_to_an_unknown_message, "live"),
+    "root message hard-deleted": Damage(MISSING_ROOT_MESSAGE, root_hard_deleted, "live"),
+    "root message made a reply": Damage(MISSING_ROOT_MESSAGE, root_made_a_reply, "live"),
+    "thread record without messages": Damage(MISSING_ROOT_MESSAGE, thread_record_without_messages, "never"),
+    "thread complete while its reply generates": Damage(FINALIZE_MISMATCH, complete_while_generating, "live"),
+    "thread running after its reply finished": Damage(FINALIZE_MISMATCH, running_after_finalize, "live"),
+    "thread settings written onto a message": Damage(INVALID_RECORDS, settings_on_a_message, "live"),
+    "thread record whose root id is a number": Damage(INVALID_RECORDS, thread_root_id_is_a_number, "never"),
+}
+EVERY_COUNTER_DAMAGED = {d.counter for d in DAMAGES.values()} | {DUPLICATE_DATE_ROWS}
+
+
+def test_every_counter_has_a_damage_case() -> None:
+    assert set(COUNTERS) == EVERY_COUNTER_DAMAGED
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_damage_is_counted_with_the_offender_and_full_check_agrees(chat: ChatDoc, damage: Damage) -> None:
+    scene = healthy(chat)
+    assert chat.integrity().clean
+
+    offender = damaged(chat, lambda peer: damage.write(peer, scene))
+
+    report = chat.integrity()
+    assert report.counts[damage.counter] >= 1
+    assert offender in report.examples[damage.counter]
+    assert not report.clean
+    assert_agrees(chat)
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_repairs_mend_what_they_can_and_never_remove_a_message(chat: ChatDoc, damage: Damage) -> None:
+    scene = healthy(chat)
+    offender = damaged(chat, lambda peer: damage.write(peer, scene))
+    kept = bodies(chat)
+
+    made = chat.run_repairs()
+
+    assert (made > 0) == (damage.fixed == "live")
+    assert (offender in chat.integrity().examples[damage.counter]) == (damage.fixed != "live")
+    assert_agrees(chat)
+    assert_bodies_kept(kept, chat)
+
+    chat.run_repairs(offline=True)
+
+    assert (offender in chat.integrity().examples[damage.counter]) == (damage.fixed == "never")
+    assert chat.integrity().clean == (damage.fixed != "never")
+    assert_agrees(chat)
+    assert_bodies_kept(kept, chat)
+    assert chat.run_repairs(offline=True) == 0  # nothing left to do, however often it runs
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_repairing_peer_mends_damage_as_it_arrives(repairing_chat: ChatDoc, damage: Damage) -> None:
+    scene = healthy(repairing_chat)
+
+    offender = damaged(repairing_chat, lambda peer: damage.write(peer, scene))
+
+    assert (offender in repairing_chat.integrity().examples[damage.counter]) == (damage.fixed != "live")
+    assert_agrees(repairing_chat)
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_two_peers_repairing_the_same_damage_at_once_converge(damage: Damage) -> None:
+    first, second = ChatDoc(repair=True, clock=Clock()), ChatDoc(repair=True, clock=Clock(step=7))
+    scene = healthy(first)
+    sync(first, second)
+    peer = raw_peer(first)
+    damage.write(peer, scene)
+    update = peer.get_update(first.get_state())
+
+    # Each repairs (live on receipt, then offline) before seeing the other's repairs.
+    for chat in (first, second):
+        chat.apply_update(update)
+        chat.run_repairs(offline=True)
+    sync(first, second)
+
+    assert stored(first) == stored(second)
+    assert first.integrity() == second.integrity()
+    assert first.integrity().clean == (damage.fixed != "never")
+    assert_agrees(first)
+    assert_agrees(second)
+
+
+def test_live_repair_recreates_a_lost_thread_record_exactly_as_its_creator_wrote_it(repairing_chat: ChatDoc) -> None:
+    scene = healthy(repairing_chat)
+    original = stored(repairing_chat)["threads"][scene.thread_id]
+
+    damaged(repairing_chat, lambda peer: root(peer, "threads").pop(scene.thread_id))
+
+    assert stored(repairing_chat)["threads"][scene.thread_id] == original
+    assert repairing_chat.integrity().clean
+
+
+def test_live_repair_leaves_a_missing_config_as_defaults_and_offline_repair_writes_it(repairing_chat: ChatDoc) -> None:
+    tid = damaged(repairing_chat, lambda peer: thread_without_config(peer, None))
+
+    assert repairing_chat.thread_config(tid).name is None
+    assert not repairing_chat.is_agent_thread(tid)
+    assert tid not in stored(repairing_chat)["thread_configs"]
+
+    repairing_chat.run_repairs(offline=True)
+
+    assert tid in stored(repairing_chat)["thread_configs"]
+    assert repairing_chat.integrity().clean
+
+
+def test_a_broken_thread_record_is_left_for_a_person_without_spinning(repairing_chat: ChatDoc) -> None:
+    scene = healthy(repairing_chat)
+    damaged(repairing_chat, lambda peer: thread_root_id_is_a_number(peer, scene))
+    state = repairing_chat.get_state()
+
+    # Its messages are orphans now, but recreating the record would replace a record a peer wrote.
+    assert repairing_chat.run_repairs(offline=True) == 0
+    assert repairing_chat.repairs_applied == 0
+    assert repairing_chat.get_state() == state
+    assert scene.root_id in repairing_chat.integrity().examples[ORPHAN_MESSAGES]
+
+
+def test_a_remote_finalize_mismatch_is_seen_once(chat: ChatDoc) -> None:
+    scene = healthy(chat)
+    assert chat.finalize_mismatches_seen == 0
+
+    damaged(chat, lambda peer: running_after_finalize(peer, scene))
+    reply(chat, scene.thread_id, sender_id="bob", content="still running?")
+
+    assert chat.finalize_mismatches_seen == 1
+
+
+def test_a_state_pointing_at_another_threads_reply_is_no_finalize_mismatch(chat: ChatDoc) -> None:
+    scene = healthy(chat)
+    other, _ = create_thread(chat, sender_id="bob", content="elsewhere")
+    elsewhere = start_turn(chat, other, agent_id="codex")
+
+    def point_at_elsewhere(peer: Doc) -> None:
+        state = root(peer, "thread_states")[scene.thread_id]
+        state["state"], state["active_message_id"] = "complete", elsewhere
+
+    damaged(chat, point_at_elsewhere)
+    assert_agrees(chat)
+    # The reply changes in its own thread; the thread pointing at it must not keep a stale verdict.
+    finalize_turn(chat, elsewhere)
+    assert_agrees(chat)
+    damaged(chat, lambda peer: root(peer, "messages")[elsewhere].__setitem__("generating", True))
+    assert_agrees(chat)
+    assert scene.thread_id not in chat.integrity().examples[FINALIZE_MISMATCH]
+
+
+# -- misbehaving peers: wrong shapes and types -----------------------------------------------------
+
+
+def set_field(root_name: str, field: str, value: object) -> Callable[[Doc, Scene], tuple[str, str]]:
+    """Damage: one field of the scene's record in `root_name` set to `value`."""
+
+    def write(peer: Doc, s: Scene) -> tuple[str, str]:
+        rid = s.reply_id if root_name == "messages" else s.thread_id
+        root(peer, root_name)[rid][field] = value
+        return root_name, rid
+
+    return write
+
+
+def drop_field(field: str) -> Callable[[Doc, Scene], tuple[str, str]]:
+    def write(peer: Doc, s: Scene) -> tuple[str, str]:
+        del root(peer, "messages")[s.reply_id][field]
+        return "messages", s.reply_id
+
+    return write
+
+
+def new_message(value: Callable[[Scene], object], key: Callable[[], str] = new_ulid) -> Callable[[Doc, Scene], tuple[str, str]]:
+    def write(peer: Doc, s: Scene) -> tuple[str, str]:
+        mid = key()
+        root(peer, "messages")[mid] = value(s)
+        return "messages", mid
+
+    return write
+
+
+def bad_acp_value(peer: Doc, s: Scene) -> tuple[str, str]:
+    root(peer, "thread_configs")[s.thread_id]["acp_config"]["allowWrite"] = "yes"
+    return "thread_configs", s.thread_id
+
+
+def config_not_a_map(peer: Doc, s: Scene) -> tuple[str, str]:
+    root(peer, "thread_configs")[s.thread_id] = "settings"
+    return "thread_configs", s.thread_id
+
+
+# name -> (damage, whether the record is quarantined, i.e. left out of reads altogether)
+MISBEHAVIOURS = {
+    "generating is a string": (set_field("messages", "generating", "yes"), False),
+    "date is not a date": (set_field("messages", "date", "yesterday"), True),
+    "body is a plain string": (set_field("messages", "body", "plain text"), True),
+    "sender is an array": (set_field("messages", "sender_id", Array(["a", "b"])), True),
+    "sender is a Y.Text": (set_field("messages", "sender_id", Text("bob")), True),
+    "thread_id is missing": (drop_field("thread_id"), True),
+    "thread_id is a number": (set_field("messages", "thread_id", 12), True),
+    "usage has negative tokens": (set_field("messages", "acp_usage", {"input_tokens": -1}), False),
+    "an edit that is not an edit": (set_field("messages", "edit:" + new_ulid(), "new text"), False),
+    "an edit with a bad id": (set_field("messages", "edit:2", {"author_id": "a", "date": LATER, "content": "x"}), False),
+    "acp_config written onto a message": (set_field("messages", "acp_config", {"model": "evil"}), False),
+    "name written onto a message": (set_field("messages", "name", "hijacked"), False),
+    "an unknown message field": (set_field("messages", "payload", {"content": "legacy"}), False),
+    "record is a string": (new_message(lambda s: "hello"), True),
+    "record is a plain dict": (new_message(lambda s: {"thread_id": s.thread_id, "sender_id": "m", "date": LATER, "body": "x"}), True),
+    "record key is not a ULID": (new_message(lambda s: raw_message(s.thread_id, reply_to=s.root_id), key=lambda: "legacy-1"), True),
+    "acp_config is a plain dict": (set_field("thread_configs", "acp_config", {"model": "gpt-5.2"}), False),
+    "acp_config holds a bad value": (bad_acp_value, False),
+    "pin is a number": (set_field("thread_configs", "pin", 2), False),
+    "name is a Y.Text": (set_field("thread_configs", "name", Text("renamed")), False),
+    "thread state is not a state": (set_field("thread_states", "state", "sleeping"), False),
+    "thread config is a string": (config_not_a_map, True),
+}
+
+
+def read_everything(chat: ChatDoc) -> None:
+    for tid in chat.thread_ids():
+        chat.thread(tid)
+        chat.messages(tid)
+        chat.thread_config(tid)
+        chat.thread_state(tid)
+        chat.is_agent_thread(tid)
+    chat.threads()
+
+
+@pytest.mark.parametrize(("write", "quarantined"), MISBEHAVIOURS.values(), ids=MISBEHAVIOURS.keys())
+def test_a_misbehaving_write_is_counted_and_never_breaks_reads(chat: ChatDoc, write, quarantined: bool) -> None:
+    scene = healthy(chat)
+
+    root_name, rid = damaged(chat, lambda peer: write(peer, scene))
+
+    report = chat.integrity()
+    assert f"{root_name}:{rid}" in report.examples[INVALID_RECORDS]
+    assert report.counts[INVALID_RECORDS] == 1
+    assert_agrees(chat)
+    read_everything(chat)
+    if root_name == "messages":
+        listed = rid in chat.message_ids(scene.thread_id)
+        assert listed != quarantined
+        assert (chat.message(rid) is None) == quarantined
+    assert ((root_name, rid) in chat.view.quarantined) == quarantined
+
+
+@pytest.mark.parametrize(("write", "quarantined"), MISBEHAVIOURS.values(), ids=MISBEHAVIOURS.keys())
+def test_a_repairing_peer_survives_every_misbehaving_write(repairing_chat: ChatDoc, write, quarantined: bool) -> None:
+    scene = healthy(repairing_chat)
+    peer = raw_peer(repairing_chat)
+    write(peer, scene)
+    kept = bodies(peer)  # what the damage left, which the repairs must keep
+
+    repairing_chat.apply_update(peer.get_update(repairing_chat.get_state()))
+
+    read_everything(repairing_chat)
+    assert_agrees(repairing_chat)
+    assert_bodies_kept(kept, repairing_chat)
+
+
+def test_a_bad_field_is_left_out_of_reads_and_the_rest_is_read(chat: ChatDoc) -> None:
+    scene = healthy(chat)
+
+    damaged(chat, lambda peer: set_field("messages", "generating", "yes")(peer, scene))
+
+    message = chat.message(scene.reply_id)
+    assert message is not None
+    assert (message.generating, message.content, message.sender_id) == (False, "I can reproduce it", "bob")
+
+
+def test_thread_settings_written_on_a_message_never_reach_thread_config(chat: ChatDoc) -> None:
+    scene = healthy(chat)
+    config_before = chat.thread_config(scene.thread_id)
+    bare = damaged(chat, lambda peer: thread_without_config(peer, scene))
+
+    def write(peer: Doc) -> None:
+        for mid in (scene.root_id, chat.thread(bare).root_message_id):
+            record = root(peer, "messages")[mid]
+            record["name"] = "hijacked"
+            record["thread_color"] = "#000000"
+            record["pin"] = True
+            record["acp_config"] = {"model": "evil-model", "sessionId": "stolen"}
+
+    damaged(chat, write)
+
+    assert chat.thread_config(scene.thread_id) == config_before
+    assert chat.thread_config(bare).name is None and chat.thread_config(bare).acp_config is None
+    assert not chat.thread_config(bare).pin
+    assert not chat.is_agent_thread(bare)
+    assert chat.message(scene.root_id).content == "please fix the bug"
+
+    # A repairing peer removes the stray fields from the messages, and only those.
+    assert chat.run_repairs() == 8
+    assert stored(chat)["messages"][scene.root_id].keys() == {"thread_id", "sender_id", "date", "body"}
+    assert chat.integrity().counts[INVALID_RECORDS] == 0
+
+
+def test_patching_acp_config_over_a_plain_dict_keeps_its_keys(chat: ChatDoc) -> None:
+    scene = healthy(chat)
+    damaged(chat, lambda peer: set_field("thread_configs", "acp_config", {"model": "gpt-5.3-codex", "workingDirectory": "/srv"})(peer, scene))
+    assert chat.thread_config(scene.thread_id).acp_config is None  # unreadable while it is a plain dict
+
+    persist_session_id(chat, scene.thread_id, "sess-1", by="agent")
+
+    acp = chat.thread_config(scene.thread_id).acp_config
+    assert acp is not None
+    assert (acp.sessionId, acp.model, acp.workingDirectory) == ("sess-1", "gpt-5.3-codex", "/srv")
+    assert chat.integrity().clean
+
+
+def test_duplicate_date_rows_are_a_diagnostic_that_keeps_the_report_clean(repairing_chat: ChatDoc) -> None:
+    scene = healthy(repairing_chat)
+
+    def write(peer: Doc) -> list[str]:
+        ids = [new_ulid(), new_ulid()]
+        for mid in ids:
+            root(peer, "messages")[mid] = raw_message(scene.thread_id, reply_to=scene.root_id, body=mid)
+        return ids
+
+    ids = damaged(repairing_chat, write)
+
+    report = repairing_chat.integrity()
+    assert report.counts[DUPLICATE_DATE_ROWS] == 2
+    assert report.examples[DUPLICATE_DATE_ROWS] == sorted(ids)
+    assert report.clean and report.violations == 0
+    assert "(diagnostic)" in report.describe()
+    assert repairing_chat.repairs_applied == 0
+    assert [repairing_chat.message(mid).content for mid in ids] == ids
+    assert_agrees(repairing_chat)
+
+
+# -- the report --------------------------------------------------------------------------------------
+
+
+def test_the_report_names_its_counters_and_caps_examples_at_eight_sorted(chat: ChatDoc) -> None:
+    orphans = damaged(chat, lambda peer: [orphan_reply(peer, None) for _ in range(11)])
+
+    report = chat.integrity()
+    assert report.counts[ORPHAN_MESSAGES] == 11 and report.violations == 11
+    assert report.examples[ORPHAN_MESSAGES] == sorted(orphans)[:8]
+    decoded = msgspec.json.decode(report.to_json())
+    assert decoded["clean"] is False
+    assert decoded["counts"][ORPHAN_MESSAGES] == 11
+    assert decoded["examples"][ORPHAN_MESSAGES] == sorted(orphans)[:8]
+    text = report.describe()
+    assert text.splitlines()[0] == "11 violation(s)"
+    assert ORPHAN_MESSAGES in text and sorted(orphans)[0] in text
+    assert MULTI_ROOT not in text
+
+
+# -- the incremental checker agrees with a full check, whatever happens ----------------------------
+
+
+def random_step(chat: ChatDoc, rng: random.Random) -> None:
+    """One write, legitimate or damaging, picked at random."""
+    threads = chat.thread_ids()
+    messages = sorted(chat.roots["messages"].keys())  # map order follows random id bits: sort for replay
+    roll = rng.random()
+    if not threads or not messages or roll < 0.08:
+        create_thread(chat, sender_id=rng.choice("ab"), content="new", config={"acp_config": {"model": "m"}} if rng.random() < 0.5 else None)
+    elif roll < 0.25:
+        reply(chat, rng.choice(threads), sender_id=rng.choice("ab"), content="hi")
+    elif roll < 0.33:
+        mid = start_turn(chat, rng.choice(threads), agent_id="codex")
+        append_stream(chat, mid, "chunk")
+        if rng.random() < 0.7:
+            (finalize_turn if rng.random() < 0.7 else interrupt_turn)(chat, mid)
+    elif roll < 0.38:
+        edit_message(chat, rng.choice(messages), author_id="a", content="edited")
+    elif roll < 0.41:
+        delete_message(chat, rng.choice(messages), by="a")
+    elif roll < 0.45:
+        patch_thread_config(chat, rng.choice(threads), {"name": "n", "acp_config": {"sessionId": "s"}}, by="a")
+    else:
+        # Raw writes straight into the document, as a misbehaving peer's would land.
+        with chat.doc.transaction(origin="mallory"):
+            damage_at_random(chat, rng, threads, messages)
+
+
+def rng_ulid(rng: random.Random) -> str:
+    return derived_ulid(rng.randrange(2**40), rng.random())
+
+
+def damage_at_random(chat: ChatDoc, rng: random.Random, threads: list[str], messages: list[str]) -> None:
+    roots = chat.roots
+    tid, mid = rng.choice(threads), rng.choice(messages)
+    record = roots["messages"][mid]
+    choice = rng.randrange(12)
+    if choice == 0 and tid in roots["threads"]:
+        del roots["threads"][tid]
+    elif choice == 1 and tid in roots["thread_configs"]:
+        del roots["thread_configs"][tid]
+    elif choice == 2 and isinstance(record, Map):
+        record["reply_to_message_id"] = rng.choice(messages)
+    elif choice == 3 and isinstance(record, Map) and "reply_to_message_id" in record:
+        del record["reply_to_message_id"]
+    elif choice == 4 and isinstance(record, Map):
+        record["generating"] = rng.choice([True, False, "yes"])
+    elif choice == 5 and tid in roots["thread_states"]:
+        roots["thread_states"][tid]["state"] = rng.choice(["complete", "running", "sleeping"])
+        roots["thread_states"][tid]["active_message_id"] = mid
+    elif choice == 6:
+        del roots["messages"][mid]
+    elif choice == 7 and isinstance(record, Map):
+        record["thread_id"] = rng.choice([*threads, rng_ulid(rng)])
+    elif choice == 8 and isinstance(record, Map):
+        record["date"] = rng.choice([format_date(rng.randrange(10**12, 2 * 10**12)), "yesterday"])
+    elif choice == 9 and isinstance(record, Map):
+        record[rng.choice(["name", "acp_config"])] = "stray"
+    elif choice == 10:
+        roots["messages"][rng_ulid(rng)] = raw_message(rng.choice([*threads, rng_ulid(rng)]), reply_to=rng.choice([None, mid]))
+    elif choice == 11 and tid in roots["threads"]:
+        roots["threads"][tid]["root_message_id"] = rng.choice(messages)
+
+
+@pytest.mark.parametrize("repair", [False, True], ids=["watching", "repairing"])
+@pytest.mark.parametrize("seed", range(8))  # seeds 3 and 6 once caught a stale finalize_mismatch
+def test_incremental_report_equals_full_check_through_a_random_sequence(seed: int, repair: bool) -> None:
+    rng = random.Random(seed)
+    chat, follower = ChatDoc(repair=repair, clock=Clock()), ChatDoc(repair=repair, clock=Clock(step=3))
+    damages_seen = 0
+    for step in range(120):
+        random_step(chat, rng)
+        assert chat.integrity() == chat.full_check(), f"step {step}"
+        damages_seen += not chat.integrity().clean
+        if step % 10 == 9:
+            sync(chat, follower)
+            assert follower.integrity() == follower.full_check(), f"follower, step {step}"
+            assert stored(follower) == stored(chat)
+    assert damages_seen > 0  # the sequence did damage the document
+    chat.run_repairs(offline=True)
+    assert chat.integrity() == chat.full_check()
