@@ -39,6 +39,8 @@ from .records import (
     Edit,
     Message,
     RecordError,
+    convert,
+    read_acp_config,
     Thread,
     ThreadConfig,
     ThreadState,
@@ -182,7 +184,7 @@ class ChatDoc:
         return body if isinstance(body, Text) else None
 
     def meta(self) -> DocMeta:
-        return msgspec.convert(self.roots[META].to_py() or {}, DocMeta, strict=False)
+        return convert(self.roots[META].to_py() or {}, DocMeta)
 
     # -- integrity ---------------------------------------------------------------------------------
 
@@ -312,20 +314,15 @@ class ChatDoc:
         clean = {k: v for k, v in fields.items() if k not in bad and not k.startswith(EDIT_PREFIX)}
         if root == MESSAGES:
             edits = [
-                msgspec.convert({**v, "edit_id": k[len(EDIT_PREFIX):]}, Edit, strict=False)
+                convert({**v, "edit_id": k[len(EDIT_PREFIX):]}, Edit)
                 for k, v in fields.items()
                 if k.startswith(EDIT_PREFIX) and k not in bad
             ]
             clean["history"] = sorted(edits, key=lambda e: (e.date, e.edit_id))
-        if root == THREAD_CONFIGS and "acp_config" in clean:
-            acp = {k: v for k, v in clean["acp_config"].items() if v is not None}
-            clean["acp_config"] = msgspec.convert(acp, AcpConfig, strict=False) if acp else None
+        if root == THREAD_CONFIGS:
+            clean["acp_config"] = read_acp_config(fields.get("acp_config"))
         try:
-            return msgspec.convert(
-                {**clean, ("message_id" if root == MESSAGES else "thread_id"): record_id},
-                KIND_OF_ROOT[root],
-                strict=False,
-            )
+            return convert({**clean, ("message_id" if root == MESSAGES else "thread_id"): record_id}, KIND_OF_ROOT[root])
         except msgspec.ValidationError as exc:  # the view said it was fine: the record changed under us
             raise RecordError(f"{root}[{record_id}]: {exc}") from None
 

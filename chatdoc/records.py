@@ -1,7 +1,7 @@
 """What a record is: the msgspec types of the five root maps, and how each field is stored in Yjs.
 
-These types are the read model. A record read from the document is validated against them; Yjs turns
-integers into floats, so numbers are read in lax mode, which takes `2.0` for `2` and refuses `2.5`.
+These types are the read model. A record read from the document is validated against them, strictly,
+after undoing what Yjs does to numbers (integers come back as floats: `from_yjs`).
 SCHEMA.md is the same contract in prose, for clients in other languages.
 """
 
@@ -136,6 +136,13 @@ class Message(Struct, kw_only=True, forbid_unknown_fields=True):
     acp_interrupted: bool = False
     acp_interrupted_reason: InterruptReason | None = None
     acp_interrupted_text: str | None = None
+    # Agent turns (SCHEMA.md section 8): which prompt a reply answers, which runner owns it and until when,
+    # and a person's request to stop it.
+    acp_prompt_message_id: Ulid | None = None
+    acp_claimed_by: str | None = None
+    acp_lease_until: Date | None = None
+    acp_interrupt_requested_at: Date | None = None
+    acp_interrupt_requested_by: str | None = None
     deleted_at: Date | None = None
     deleted_by: str | None = None
 
@@ -170,6 +177,45 @@ STATE_FIELDS = frozenset(f for f in ThreadState.__struct_fields__ if f != "threa
 CONFIG_ONLY_FIELDS = frozenset({"name", "thread_color", "thread_icon", "pin", "acp_config"})
 
 
+def from_yjs(value: Any) -> Any:
+    """Undo what Yjs does to numbers: integral floats (`2.0`) become ints again. Everything else is
+    validated strictly, so `"true"` is not a boolean and `2.5` is not an integer."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: from_yjs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_yjs(v) for v in value]
+    return value
+
+
+def convert(value: Any, kind: Any) -> Any:
+    """msgspec.convert of a value read from Yjs (see `from_yjs`)."""
+    return msgspec.convert(from_yjs(value), kind)
+
+
+def acp_config_problems(value: dict[str, Any]) -> dict[str, str]:
+    """Per key: a bad `allowWrite` must not make the rest of an agent's config unreadable."""
+    problems = {}
+    for key, item in value.items():
+        kind = _ACP_TYPES.get(key)
+        if kind is not None and item is not None:
+            try:
+                convert(item, kind)
+            except msgspec.ValidationError as exc:
+                problems[key] = str(exc)
+    return problems
+
+
+def read_acp_config(value: Any) -> AcpConfig | None:
+    """The usable part of a stored `acp_config` (a Y.Map, or a plain object a peer wrote wrongly)."""
+    if not isinstance(value, dict):
+        return None
+    bad = acp_config_problems(value)
+    usable = {k: v for k, v in value.items() if k in _ACP_TYPES and k not in bad and v is not None}
+    return convert(usable, AcpConfig) if usable else None
+
+
 class RecordError(ValueError):
     """A record in the document does not match its schema."""
 
@@ -177,7 +223,7 @@ class RecordError(ValueError):
 def decode_record(kind: type[Struct], record_id: str, fields: dict) -> Struct:
     """Validate one record's stored fields. Raises RecordError with the msgspec path on failure."""
     try:
-        return msgspec.convert({**fields, _id_field(kind): record_id}, kind, strict=False)
+        return convert({**fields, _id_field(kind): record_id}, kind)
     except msgspec.ValidationError as exc:
         raise RecordError(str(exc)) from None
 
@@ -212,7 +258,7 @@ FIELDS_OF_ROOT = {
 
 def _strict_decoder(kind: type[Struct]) -> Any:
     """Validate a record's stored fields against `kind` minus its id and derived fields (a twin type
-    made once), lax about floats for ints."""
+    made once), after `from_yjs`."""
     derived = ("message_id", "history") if kind is Message else ("thread_id",)
     stored = msgspec.defstruct(
         f"Stored{kind.__name__}",
@@ -223,7 +269,7 @@ def _strict_decoder(kind: type[Struct]) -> Any:
     )
 
     def validate(fields: dict[str, Any]) -> None:
-        msgspec.convert(fields, stored, strict=False)
+        msgspec.convert(from_yjs(fields), stored)
 
     return validate
 
@@ -245,6 +291,7 @@ class MapValue(dict):
     """A Y.Map's content, marked so that shape checks know it came from a Y.Map."""
 
 _STRICT_RECORD = {root: _strict_decoder(kind) for root, kind in KIND_OF_ROOT.items()}
+_ACP_TYPES = {f.name: f.type for f in msgspec.structs.fields(AcpConfig)}
 _FIELD_TYPES = {
     root: {f.name: f.type for f in msgspec.structs.fields(kind)} for root, kind in KIND_OF_ROOT.items()
 }
@@ -269,7 +316,7 @@ def field_problem(root: str, field: str, value: object) -> str | None:
     if field in MAP_FIELDS.get(root, ()) and not isinstance(value, MapValue):
         return f"{field!r} must be a Y.Map"
     try:
-        msgspec.convert(value, types[field], strict=False)
+        convert(value, types[field])
     except msgspec.ValidationError as exc:
         return f"{field!r}: {exc}"
     return None

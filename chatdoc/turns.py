@@ -97,6 +97,20 @@ def interrupt_turn(
         _settle_state(chat, record, message_id, "error" if reason == "error" else "interrupted")
 
 
+def request_interrupt(chat: ChatDoc, message_id: str, *, by: str) -> bool:
+    """Ask whoever drives the turn to stop it (any peer may): stamps `acp_interrupt_requested_at` and
+    `_by` on the reply. The agent runner that owns the turn then cancels its agent and interrupts the
+    turn. Returns False (writing nothing) when the reply is not generating any more."""
+    record = _message_map(chat, message_id)
+    with chat.transaction("chatdoc.turn.request_interrupt"):
+        if not record.get("generating") or record.get("acp_interrupted"):
+            return False
+        if record.get("acp_interrupt_requested_at") is None:  # the first request stands
+            record["acp_interrupt_requested_at"] = format_date(chat.clock())
+            record["acp_interrupt_requested_by"] = by
+    return True
+
+
 def recover_after_restart(chat: ChatDoc, live_message_ids: Iterable[str] = ()) -> list[str]:
     """Every reply still `generating` that no live turn owns becomes interrupted (`server_restart`),
     with a notice in its text. Thread configs are not touched. Returns the recovered message ids."""

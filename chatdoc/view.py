@@ -65,7 +65,10 @@ class ChatView:
     by_thread: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # sorted (date, id)
     roots_by_thread: dict[str, set[str]] = field(default_factory=dict)
     unsorted: set[str] = field(default_factory=set)  # threads whose by_thread list needs a sort
-    same_moment: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)  # (thread, date, sender)
+    # Messages by (thread, date, sender): the one message of each moment, and the groups of two or more
+    # (kept apart so that a report costs the duplicates, not the document).
+    moment_one: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    moment_many: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
     thread_order: list[tuple[str, str]] = field(default_factory=list)  # sorted (created_at, thread_id)
     # What changed since the invariants last looked: messages, thread aggregates (members, config,
     # state), and thread records (whose root decides every member's reply target).
@@ -93,7 +96,10 @@ class ChatView:
         elif root == THREADS:
             self._add_thread(record_id, ok)
         elif root == THREAD_CONFIGS:
-            self.agent_configs[record_id] = bool(ok.get("acp_config"))
+            # Read from the stored value, not `ok`: one bad key (or a plain object where a Y.Map belongs)
+            # is counted, but must not turn an agent thread into a people thread.
+            acp = fields.get("acp_config")
+            self.agent_configs[record_id] = isinstance(acp, dict) and bool(acp)
             self.dirty_threads.add(record_id)
         elif root == THREAD_STATES:
             self.states[record_id] = StateRow(ok.get("state", "idle"), ok.get("active_message_id"))
@@ -150,7 +156,7 @@ class ChatView:
         return [tid for _, tid in self.thread_order]
 
     def duplicate_groups(self) -> list[set[str]]:
-        return [ids for ids in self.same_moment.values() if len(ids) > 1]
+        return list(self.moment_many.values())
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -170,11 +176,13 @@ class ChatView:
         if reply_to is None:
             self.roots_by_thread.setdefault(tid, set()).add(mid)
         moment = (tid, date, sender)
-        group = self.same_moment.get(moment)
-        if group is None:
-            self.same_moment[moment] = {mid}
+        many = self.moment_many.get(moment)
+        if many is not None:
+            many.add(mid)
+        elif moment in self.moment_one:
+            self.moment_many[moment] = {self.moment_one.pop(moment), mid}
         else:
-            group.add(mid)
+            self.moment_one[moment] = mid
         self.dirty_messages.add(mid)
         self.dirty_threads.add(tid)
 
@@ -195,11 +203,14 @@ class ChatView:
             if not roots:
                 del self.roots_by_thread[tid]
         moment = (tid, row.date, row.sender_id)
-        group = self.same_moment.get(moment)
-        if group is not None:
-            group.discard(row.message_id)
-            if not group:
-                del self.same_moment[moment]
+        many = self.moment_many.get(moment)
+        if many is not None:
+            many.discard(row.message_id)
+            if len(many) == 1:
+                self.moment_one[moment] = many.pop()
+                del self.moment_many[moment]
+        elif self.moment_one.get(moment) == row.message_id:
+            del self.moment_one[moment]
         self.dirty_threads.add(tid)
 
     def _add_thread(self, tid: str, f: dict[str, Any]) -> None:

@@ -496,7 +496,10 @@ def test_thread_settings_written_on_a_message_never_reach_thread_config(chat: Ch
 def test_patching_acp_config_over_a_plain_dict_keeps_its_keys(chat: ChatDoc) -> None:
     scene = healthy(chat)
     damaged(chat, lambda peer: set_field("thread_configs", "acp_config", {"model": "gpt-5.3-codex", "workingDirectory": "/srv"})(peer, scene))
-    assert chat.thread_config(scene.thread_id).acp_config is None  # unreadable while it is a plain dict
+    # Counted as the wrong shape, but still read: a shape error must not cost a thread its agent.
+    assert chat.integrity().counts[INVALID_RECORDS] == 1
+    assert chat.thread_config(scene.thread_id).acp_config.model == "gpt-5.3-codex"
+    assert chat.is_agent_thread(scene.thread_id)
 
     persist_session_id(chat, scene.thread_id, "sess-1", by="agent")
 
@@ -628,3 +631,24 @@ def test_incremental_report_equals_full_check_through_a_random_sequence(seed: in
     assert damages_seen > 0  # the sequence did damage the document
     chat.run_repairs(offline=True)
     assert chat.integrity() == chat.full_check()
+
+
+def test_one_bad_acp_config_key_keeps_the_rest_of_the_agent_config(chat: ChatDoc) -> None:
+    scene = healthy(chat)
+    persist_session_id(chat, scene.thread_id, "sess-1", by="agent")
+
+    def bad_allow_write(peer: Doc) -> None:
+        root(peer, "thread_configs")[scene.thread_id]["acp_config"]["allowWrite"] = "yes"
+
+    damaged(chat, bad_allow_write)
+    assert chat.integrity().examples[INVALID_RECORDS] == [f"thread_configs:{scene.thread_id}"]
+    acp = chat.thread_config(scene.thread_id).acp_config
+    assert acp is not None and acp.sessionId == "sess-1" and acp.allowWrite is None
+    assert chat.is_agent_thread(scene.thread_id)
+
+
+def test_a_boolean_written_as_a_string_is_not_a_boolean(chat: ChatDoc) -> None:
+    scene = healthy(chat)
+    damaged(chat, lambda peer: set_field("thread_configs", "pin", "true")(peer, scene))
+    assert chat.integrity().examples[INVALID_RECORDS] == [f"thread_configs:{scene.thread_id}"]
+    assert chat.thread_config(scene.thread_id).pin is False
