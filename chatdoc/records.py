@@ -180,11 +180,15 @@ CONFIG_ONLY_FIELDS = frozenset({"name", "thread_color", "thread_icon", "pin", "a
 def from_yjs(value: Any) -> Any:
     """Undo what Yjs does to numbers: integral floats (`2.0`) become ints again. Everything else is
     validated strictly, so `"true"` is not a boolean and `2.5` is not an integer."""
-    if type(value) is float and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: from_yjs(v) for k, v in value.items()}
-    if isinstance(value, list):
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is dict or kind is MapValue:
+        for item in value.values():  # most records hold no number at all: return them as they are
+            if type(item) in _HOLDS_NUMBERS:
+                return {k: from_yjs(v) for k, v in value.items()}
+        return value
+    if kind is list:
         return [from_yjs(v) for v in value]
     return value
 
@@ -291,6 +295,7 @@ class MapValue(dict):
     """A Y.Map's content, marked so that shape checks know it came from a Y.Map."""
 
 _STRICT_RECORD = {root: _strict_decoder(kind) for root, kind in KIND_OF_ROOT.items()}
+_HOLDS_NUMBERS = frozenset({float, dict, list, MapValue})
 _ACP_TYPES = {f.name: f.type for f in msgspec.structs.fields(AcpConfig)}
 _FIELD_TYPES = {
     root: {f.name: f.type for f in msgspec.structs.fields(kind)} for root, kind in KIND_OF_ROOT.items()
