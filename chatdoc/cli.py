@@ -1,7 +1,9 @@
-"""The `chatdoc` command: write, check and repair chat documents stored as binary Yjs updates.
+"""The `chatdoc` command's document-model half: generate, check, repair, migrate, export, rollback.
 
 Each subcommand is a `Command`: a function that declares its arguments and a function that runs it and
-returns the exit status. Adding a subcommand is one more entry in `COMMANDS`.
+returns the exit status. Adding a subcommand is one more entry in `COMMANDS`. The console script is
+`server.cli:main`, which adds the commands that need the server (serve, token, agent): the document
+model never imports `server/`.
 
 Exit status: 0 the document is clean (or the work succeeded), 1 it has violations, 2 the input or the
 arguments cannot be used (the message on stderr names the file and what to do).
@@ -135,57 +137,6 @@ def run_repair(args: argparse.Namespace) -> int:
         if not after.clean:
             print("what remains needs a person: the records named above are kept as they are", file=sys.stderr)
     return CLEAN if after.clean else VIOLATIONS
-
-
-# -- serve, token --------------------------------------------------------------------------------------
-# The sync server lives in `server/`, outside the document model: these import it only when they run, so
-# `import chatdoc` never loads it.
-
-
-def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from server.serve import add_serve_arguments
-
-    add_serve_arguments(parser)
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    from server.serve import ServeError, run_serve as serve
-
-    try:
-        return serve(args)
-    except ServeError as exc:
-        raise UnusableInput(str(exc)) from None
-
-
-def _token_arguments(parser: argparse.ArgumentParser) -> None:
-    from server.serve import add_token_arguments
-
-    add_token_arguments(parser)
-
-
-def run_token(args: argparse.Namespace) -> int:
-    from server.serve import ServeError, run_token as token
-
-    try:
-        return token(args)
-    except ServeError as exc:
-        raise UnusableInput(str(exc)) from None
-
-
-# -- agent -------------------------------------------------------------------------------------------
-# The agent runner lives in `server/agent/`; imported only when the command runs, like `serve`.
-
-
-def _agent_arguments(parser: argparse.ArgumentParser) -> None:
-    from server.agent.main import add_arguments
-
-    add_arguments(parser)
-
-
-def run_agent(args: argparse.Namespace) -> int:
-    from server.agent.main import run
-
-    return run(args)
 
 
 # -- .chat files: legacy and v2 (check, repair, migrate, export, rollback) ----------------------------
@@ -454,9 +405,6 @@ COMMANDS: tuple[Command, ...] = (
     Command("check", "check a chat's invariants (a .chat file, legacy or v2, or a binary Yjs update)",
             _chat_file_arguments, run_check_file),
     Command("repair", "apply the deterministic repairs to a copy of a chat", _repair_file_arguments, run_repair_file),
-    Command("serve", "serve every .chat file under a folder to browsers and agents (websocket sync)", _serve_arguments, run_serve),
-    Command("token", "mint a signed, expiring read or write token for one .chat file", _token_arguments, run_token),
-    Command("agent", "answer the prompts of agent threads in served rooms, through ACP agents", _agent_arguments, run_agent),
     Command("migrate", "migrate a legacy .chat file to a v2 .chat file (verified; in place with a backup)",
             _migrate_arguments, run_migrate),
     Command("export", "write a chat as a v2 .chat file, a binary Yjs update or a legacy .chat file",
@@ -515,18 +463,24 @@ def _print_json(value: dict[str, Any]) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(commands_table: Sequence[Command] = COMMANDS, selected: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser. Only the `selected` command declares its arguments (all do when None):
+    declaring `agent`'s imports the ACP package, which `chatdoc check` should not wait for."""
     top = argparse.ArgumentParser(prog="chatdoc", description="Collaborative chat documents: generate, check, repair.")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
+    for command in commands_table:
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
-        command.arguments(sub)
+        if selected is None or command.name == selected:
+            command.arguments(sub)
         sub.set_defaults(run=command.run)
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, commands: Sequence[Command] = COMMANDS) -> int:
+    """Run one command. `commands` is this module's table; `server.cli` adds serve, token and agent."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    selected = next((w for w in words if not w.startswith("-")), "")
+    args = parser(commands, selected).parse_args(words)
     try:
         return args.run(args)
     except UnusableInput as exc:

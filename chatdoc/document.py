@@ -7,8 +7,11 @@ repairing peer mends what it can in a follow-up transaction (pycrdt forbids writ
 
 from __future__ import annotations
 
+import weakref
+
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -248,37 +251,16 @@ class ChatDoc:
     # -- observers ---------------------------------------------------------------------------------
 
     def _observer(self, root: str) -> Callable[[list[Any]], None]:
-        root_map = self.roots[root]
-        upsert = self.view.upsert
-        remove = self.view.remove
+        # The callback lives inside the Rust document, which Python's collector cannot see into: holding
+        # `self` (or a pycrdt wrapper, which holds the Doc) would keep every ChatDoc alive forever.
+        # It holds a weak reference and the raw root handle instead.
+        return partial(_on_events, weakref.ref(self), root, self.roots[root].integrated)
 
-        def on_events(events: list[Any]) -> None:
-            try:
-                tx = events[0].transaction
-                touched: set[str] = set()
-                for event in events:
-                    path = event.path
-                    if not path:
-                        for rid, change in event.keys.items():
-                            touched.discard(rid)
-                            if change["action"] == "delete":
-                                remove(root, rid)
-                            else:
-                                upsert(root, rid, ystore.read_fields(tx, change["newValue"], text=False))
-                    elif not (root == MESSAGES and len(path) > 1 and path[1] == "body"):
-                        touched.add(path[0])  # a field changed: re-index that one record
-                    # else: text streamed into a body; nothing the view or the invariants depend on
-                for rid in touched:
-                    record = ystore.get_record(tx, root_map, rid)
-                    if record is None:
-                        remove(root, rid)
-                    else:
-                        upsert(root, rid, ystore.read_fields(tx, record, text=False))
-                self._after_change()
-            except BaseException as exc:  # noqa: BLE001 - must not unwind into Rust; re-raised after commit
-                self.observer_errors.append(exc)
-
-        return on_events
+    def close(self) -> None:
+        """Stop observing (the view stops following the document). Optional: a dropped ChatDoc is freed."""
+        for subscription in self._subscriptions:
+            subscription.drop()
+        self._subscriptions = []
 
     def _after_change(self) -> None:
         """Check what the view marked dirty. Runs after each root map's events; a transaction that
@@ -325,6 +307,38 @@ class ChatDoc:
             return convert({**clean, ("message_id" if root == MESSAGES else "thread_id"): record_id}, KIND_OF_ROOT[root])
         except msgspec.ValidationError as exc:  # the view said it was fine: the record changed under us
             raise RecordError(f"{root}[{record_id}]: {exc}") from None
+
+
+def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events: list[Any]) -> None:
+    """A deep observer of one record map: re-index the records the transaction touched, then check."""
+    chat = chat_ref()
+    if chat is None:
+        return
+    try:
+        view = chat.view
+        tx = events[0].transaction
+        touched: set[str] = set()
+        for event in events:
+            path = event.path
+            if not path:
+                for rid, change in event.keys.items():
+                    touched.discard(rid)
+                    if change["action"] == "delete":
+                        view.remove(root, rid)
+                    else:
+                        view.upsert(root, rid, ystore.read_fields(tx, change["newValue"], text=False))
+            elif not (root == MESSAGES and len(path) > 1 and path[1] == "body"):
+                touched.add(path[0])  # a field changed: re-index that one record
+            # else: text streamed into a body; nothing the view or the invariants depend on
+        for rid in touched:
+            record = root_map.get(tx, rid) if root_map.has(tx, rid) else None
+            if record is None:
+                view.remove(root, rid)
+            else:
+                view.upsert(root, rid, ystore.read_fields(tx, record, text=False))
+        chat._after_change()
+    except BaseException as exc:  # noqa: BLE001 - must not unwind into Rust; re-raised after commit
+        chat.observer_errors.append(exc)
 
 
 def _index(doc: Doc, roots: dict[str, Map], view: ChatView | None = None) -> ChatView:

@@ -633,3 +633,18 @@ def test_a_generated_conversation_is_clean_and_round_trips() -> None:
     assert [copy.messages(t) for t in copy.thread_ids()] == [chat.messages(t) for t in chat.thread_ids()]
     assert [copy.thread_config(t) for t in copy.thread_ids()] == [chat.thread_config(t) for t in chat.thread_ids()]
     assert sum(copy.is_agent_thread(t) for t in copy.thread_ids()) == 2
+
+
+def test_a_dropped_chatdoc_is_freed_with_its_document() -> None:
+    # The observers live inside the Rust document; if they held the ChatDoc, a server that opens and
+    # closes rooms would keep every copy (it did: 2.6 MB per 600-message room).
+    import gc
+    import weakref
+
+    chat = ChatDoc(repair=True)
+    create_thread(chat, sender_id="alice", content="hello")
+    alive = weakref.ref(chat)
+    doc = weakref.ref(chat.doc)
+    del chat
+    gc.collect()
+    assert alive() is None and doc() is None

@@ -1,0 +1,105 @@
+"""One client connection: who it is, what it may do, and its bounded outbox.
+
+Rooms never await a client: they put messages in its outbox and move on. The connection's own task
+drains the outbox into the websocket. A client that reads slower than its room writes sees its outbox
+grow; past `max_outbox_bytes` it is disconnected (close code 1013, "try again later"), so one stalled
+reader can neither hold up the room nor make the server's memory grow without bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from .auth import Grant
+from .metrics import Metrics
+
+log = logging.getLogger("chatdoc.server.connection")
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_RESTART = 1012
+CLOSE_TRY_LATER = 1013
+CLOSE_SEND_TIMEOUT = 1.0  # seconds to hand a close frame to a client that may have stopped reading
+
+_ids = itertools.count(1)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Connection:
+    def __init__(self, grant: Grant, address: str, metrics: Metrics, *, max_outbox_bytes: int) -> None:
+        self.id = next(_ids)
+        self.grant = grant
+        self.address = address
+        self.origin = f"conn:{self.id}:{grant.user}"  # every transaction this client causes carries it
+        self.metrics = metrics
+        self.max_outbox_bytes = max_outbox_bytes
+        self.joined = False  # has its sync step 2 reply: may now receive broadcast updates
+        self.synced_seq = 0  # the room's seq its sync reply covered
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._ready = anyio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._sending: anyio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<connection {self.origin} from {self.address}>"
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def send(self, message: bytes, *, bounded: bool = True) -> None:
+        """Queue a message; a client whose outbox would pass its limit is disconnected instead."""
+        if self.closing:
+            return
+        if bounded and self._outbox and self._outbox_bytes + len(message) > self.max_outbox_bytes:
+            self.metrics.slow_clients_disconnected += 1
+            log.warning("%r: outbox over %d bytes; disconnecting a slow client", self, self.max_outbox_bytes)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            self.close(CLOSE_TRY_LATER, "too slow")
+            return
+        self._outbox.append(message)
+        self._outbox_bytes += len(message)
+        self._ready.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close now: what is still queued is dropped, and a send stuck on a client that stopped reading is
+        abandoned (uvicorn writes a frame only once the transport is writable: nothing is left half-written)."""
+        if self.closing:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        if code == CLOSE_TRY_LATER and self._sending is not None:
+            self._sending.cancel()
+        self._ready.set()
+
+    async def drain(self, send: Send) -> None:
+        """Run by the connection's handler; returns once the close frame is out (or could not be sent)."""
+        while True:
+            await self._ready.wait()
+            self._ready = anyio.Event()
+            while self._outbox and not self.closing:
+                message = self._outbox.popleft()
+                self._outbox_bytes -= len(message)
+                with anyio.CancelScope() as self._sending:
+                    await send({"type": "websocket.send", "bytes": message})
+                    self.metrics.bytes_out += len(message)
+                self._sending = None
+            if self.closing:
+                self._outbox.clear()
+                with anyio.move_on_after(CLOSE_SEND_TIMEOUT):
+                    await send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
+                return

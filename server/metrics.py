@@ -1,0 +1,128 @@
+"""Server counters and their Prometheus text exposition (format 0.0.4), with no client library.
+
+Counters are plain attributes bumped where things happen; per-room values (integrity, updates, repairs)
+are read from the rooms when `/metrics` is scraped, so nothing is kept twice. The integrity counters use
+the core model's names (`chat.integrity.orphan_messages` -> `chat_integrity_orphan_messages`) as gauges
+with a `room` label: they say how many records are broken now, not how often it happened.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatdoc.integrity import COUNTERS
+
+COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...] = COMMIT_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    total: float = 0.0
+    observed: int = 0
+    recent: list[float] = field(default_factory=list)  # a bounded window for p50/p99 in logs and benchmarks
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.total += seconds
+        self.observed += 1
+        self.recent.append(seconds)
+        if len(self.recent) > 20_000:
+            del self.recent[:10_000]
+
+    def quantile(self, q: float) -> float | None:
+        if not self.recent:
+            return None
+        ordered = sorted(self.recent)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Metrics:
+    connections_opened: int = 0
+    connections_refused: Counter[str] = field(default_factory=Counter)  # by reason
+    bytes_in: int = 0
+    bytes_out: int = 0
+    readonly_updates_dropped: int = 0
+    malformed_frames: Counter[str] = field(default_factory=Counter)  # by reason
+    slow_clients_disconnected: int = 0
+    documents_too_large: int = 0
+    commits: int = 0
+    commit_seconds: Histogram = field(default_factory=Histogram)
+    external_file_merges: int = 0
+    file_writes: int = 0
+    migrations: int = 0
+
+    def render(self, rooms: Iterable[Any], connections: int) -> str:
+        """`rooms`: objects with `name`, `updates_applied`, `repairs_applied`, `integrity_counts()`."""
+        rooms = list(rooms)
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} {kind}")
+            out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+
+        metric("chatdoc_rooms", "gauge", "Rooms open.", [("", len(rooms))])
+        metric("chatdoc_connections", "gauge", "Websocket connections open.", [("", connections)])
+        metric("chatdoc_connections_opened_total", "counter", "Connections accepted.", [("", self.connections_opened)])
+        metric("chatdoc_connections_refused_total", "counter", "Connections refused at connect, by reason.",
+               [(_labels(reason=r), n) for r, n in sorted(self.connections_refused.items())])
+        metric("chatdoc_updates_applied_total", "counter", "Yjs updates applied to a room's document.",
+               [(_labels(room=r.name), r.updates_applied) for r in rooms])
+        metric("chatdoc_repairs_applied_total", "counter", "Repair writes made by the server.",
+               [(_labels(room=r.name), r.chat.repairs_applied) for r in rooms])
+        metric("chatdoc_bytes_received_total", "counter", "Websocket payload bytes received.", [("", self.bytes_in)])
+        metric("chatdoc_bytes_sent_total", "counter", "Websocket payload bytes sent.", [("", self.bytes_out)])
+        metric("chatdoc_readonly_updates_dropped_total", "counter", "Updates from read-only connections, dropped.",
+               [("", self.readonly_updates_dropped)])
+        metric("chatdoc_malformed_frames_total", "counter", "Frames that broke the protocol, by reason.",
+               [(_labels(reason=r), n) for r, n in sorted(self.malformed_frames.items())])
+        metric("chatdoc_slow_clients_disconnected_total", "counter", "Clients whose outbox overflowed.",
+               [("", self.slow_clients_disconnected)])
+        metric("chatdoc_documents_too_large_total", "counter", "Updates refused: the document would pass its limit.",
+               [("", self.documents_too_large)])
+        metric("chatdoc_external_file_merges_total", "counter", "Outside edits of .chat files merged.",
+               [("", self.external_file_merges)])
+        metric("chatdoc_file_writes_total", "counter", ".chat snapshots written.", [("", self.file_writes)])
+        metric("chatdoc_migrations_total", "counter", "Legacy .chat files migrated on open.", [("", self.migrations)])
+        h = self.commit_seconds
+        out.append("# HELP chatdoc_persist_commit_seconds Durable group commits (SQLite, fsync) before broadcast.")
+        out.append("# TYPE chatdoc_persist_commit_seconds histogram")
+        cumulative = 0
+        for bound, count in zip(h.buckets, h.counts):
+            cumulative += count
+            out.append(f'chatdoc_persist_commit_seconds_bucket{{le="{bound}"}} {cumulative}')
+        out.append(f'chatdoc_persist_commit_seconds_bucket{{le="+Inf"}} {h.observed}')
+        out.append(f"chatdoc_persist_commit_seconds_sum {_number(h.total)}")
+        out.append(f"chatdoc_persist_commit_seconds_count {h.observed}")
+        out.append("# HELP chatdoc_persist_commit_recent_seconds Quantiles of the last 10,000-20,000 group commits.")
+        out.append("# TYPE chatdoc_persist_commit_recent_seconds gauge")
+        for q in (0.5, 0.99):
+            value = h.quantile(q)
+            if value is not None:
+                out.append(f'chatdoc_persist_commit_recent_seconds{{quantile="{q}"}} {_number(value)}')
+        counts = [(r.name, r.chat.integrity().counts) for r in rooms]
+        for counter in COUNTERS:
+            name = counter.replace(".", "_")
+            metric(name, "gauge", f"Records breaking {counter} now (chatdoc integrity).",
+                   [(_labels(room=room), c.get(counter, 0)) for room, c in counts])
+        return "\n".join(out) + "\n"
+
+
+def _labels(**labels: str) -> str:
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)

@@ -1,0 +1,112 @@
+"""The `.chat` file on disk: loaded, kept current (atomically, debounced), legacy files migrated with a
+backup, and edits made by other programs merged without duplicates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
+    anyio_backend, chat_dir, eventually, serving,
+)
+
+from chatdoc import chatfile, create_thread, reply
+from chatdoc.records import MESSAGES
+
+pytestmark = pytest.mark.anyio
+
+ALICE = "3f1c2a9e-5b7d-4e2a-9c1f-0a1b2c3d4e5f"
+BOB = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+
+
+def legacy_chat() -> bytes:
+    """A legacy table as CoCalc wrote it: a thread (metadata on its root row), two replies, and a draft."""
+    def chat_row(sender: str, date: str, content: str, **extra: object) -> dict:
+        return {"event": "chat", "sender_id": sender, "date": date,
+                "history": [{"author_id": sender, "content": content, "date": date}], **extra}
+
+    rows = [
+        chat_row(ALICE, "2026-02-02T15:00:00.000Z", "Does the build pass?", name="CI", pin=True),
+        chat_row(BOB, "2026-02-02T15:01:00.000Z", "Not on main", reply_to="2026-02-02T15:00:00.000Z"),
+        chat_row(ALICE, "2026-02-02T15:02:00.000Z", "Fixing it", reply_to="2026-02-02T15:00:00.000Z"),
+        {"event": "draft", "sender_id": ALICE, "date": 0, "active": 1770044520000, "input": "half a thought"},
+    ]
+    return "\n".join(json.dumps(r, sort_keys=True, separators=(",", ":")) for r in rows).encode()
+
+
+def contents(chat) -> list[str]:  # type: ignore[no-untyped-def]
+    return [m.content for tid in chat.thread_ids() for m in chat.messages(tid)]
+
+
+async def test_a_legacy_file_opened_through_the_server_is_migrated_with_its_backup(chat_dir: Path) -> None:
+    original = legacy_chat()
+    (chat_dir / "old.chat").write_bytes(original)
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with served.client("old.chat", user="alice") as alice:
+            await alice.wait_synced()
+            assert contents(alice.chat) == ["Does the build pass?", "Not on main", "Fixing it"]
+            (thread_id,) = alice.chat.thread_ids()
+            assert alice.chat.thread_config(thread_id).name == "CI" and alice.chat.thread_config(thread_id).pin
+            assert served.app.metrics.migrations == 1
+            reply(alice.chat, thread_id, sender_id=ALICE, content="Fixed")
+            await eventually(lambda: b"Fixed" in (chat_dir / "old.chat").read_bytes(), what="the file is kept current")
+    assert (chat_dir / "old.chat.legacy-backup").read_bytes() == original
+    on_disk = (chat_dir / "old.chat").read_bytes()
+    assert chatfile.detect(on_disk) == "v2"
+    reread = chatfile.load(on_disk)
+    assert contents(reread) == ["Does the build pass?", "Not on main", "Fixing it", "Fixed"]
+    assert b"half a thought" in on_disk  # the draft row travelled verbatim
+
+
+async def test_an_outside_edit_while_serving_is_merged_without_duplicates(chat_dir: Path) -> None:
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with served.client("live.chat", user="alice") as alice, served.client("live.chat", user="bob") as bob:
+            await alice.wait_synced()
+            await bob.wait_synced()
+            thread_id, root_id = create_thread(alice.chat, sender_id=ALICE, content="original text")
+            first = reply(alice.chat, thread_id, sender_id=ALICE, content="a reply")
+            path = chat_dir / "live.chat"
+            await eventually(lambda: path.exists() and b"a reply" in path.read_bytes())
+            writes_before = served.app.metrics.file_writes
+
+            # Another program edits the file: one field of one message, and appends a whole new message.
+            doc = chatfile.load(path.read_bytes())
+            extra = reply(doc, thread_id, sender_id=BOB, content="written by a script")
+            doc.roots[MESSAGES][first]["body"].insert(len("a reply"), ", edited on disk")
+            path.write_bytes(chatfile.dump(doc))
+
+            # A client keeps editing meanwhile: concurrent with the file edit, and it must survive it.
+            live = reply(bob.chat, thread_id, sender_id=BOB, content="typed live")
+
+            def merged(chat) -> bool:  # type: ignore[no-untyped-def]
+                m = chat.message(first)
+                return m is not None and m.content == "a reply, edited on disk" and chat.message(extra) is not None
+            await eventually(lambda: merged(alice.chat) and merged(bob.chat), what="outside edit reaches every client")
+            await eventually(lambda: alice.chat.message(live) is not None)
+            assert served.app.metrics.external_file_merges == 1
+            ids = alice.chat.message_ids(thread_id)
+            assert len(ids) == len(set(ids)) == 4  # root, reply, script's, live: nothing doubled
+            assert [m.content for m in alice.chat.messages(thread_id)].count("a reply, edited on disk") == 1
+            # The file is rewritten with everything, including what was typed live.
+            await eventually(lambda: served.app.metrics.file_writes > writes_before and b"typed live" in path.read_bytes())
+            assert contents(chatfile.load(path.read_bytes())) == contents(alice.chat)
+            assert served.app.metrics.external_file_merges == 1  # our own rewrite is not taken for an outside edit
+            assert root_id in ids
+
+
+async def test_the_file_is_written_atomically_and_only_when_the_chat_changed(chat_dir: Path) -> None:
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with served.client("quiet.chat", user="alice") as alice:
+            await alice.wait_synced()
+            create_thread(alice.chat, sender_id=ALICE, content="one")
+            path = chat_dir / "quiet.chat"
+            await eventually(lambda: path.exists())
+            writes = served.app.metrics.file_writes
+            await anyio.sleep(0.6)  # several debounce periods with no change: no rewrite
+            assert served.app.metrics.file_writes == writes
+            assert not [p for p in chat_dir.iterdir() if p.name.endswith(".tmp")]
