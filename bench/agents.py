@@ -28,7 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -148,97 +149,95 @@ def start_runner(served: Served, state: Path, settle: float) -> subprocess.Popen
     return proc
 
 
-# -- the measurements ----------------------------------------------------------------------------------
-
-
-async def latency(served: Served, state: Path, *, turns: int, settle: float) -> dict[str, Any]:
+@asynccontextmanager
+async def runner_and_room(served: Served, state: Path, settle: float) -> AsyncIterator[tuple[RoomClient, RoomClient, Observer]]:
+    """A runner process, and a person's and an observer's clients synced with the room (with the observer
+    watching); the runner is terminated on exit."""
     runner = start_runner(served, state, settle)
     try:
         async with RoomClient(served.url(ROOM), token=served.token("alice")) as person, \
                 RoomClient(served.url(ROOM), token=served.token("observer")) as watcher:
             await person.wait_synced()
             await watcher.wait_synced()
-            observer = Observer(watcher.chat)
-            tid, root = create_thread(person.chat, sender_id="alice", content="warm up [chunks=2]",
-                                      config={"name": f"latency {settle}", "acp_config": {"model": "scripted"}})
-            observer.expect(person.chat, root, time.perf_counter())
-            await wait_until(lambda: all(t.final for t in observer.watch.values()))
-            observer.watch.clear()
-            for i in range(turns):
-                text = f"turn {i} [chunks=20]"
-                sent = time.perf_counter()
-                prompt = reply(person.chat, tid, sender_id="alice", content=text)
-                reply_id = observer.expect(person.chat, prompt, sent)
-                await wait_until(lambda: observer.watch[reply_id].final is not None)
-                content = watcher.chat.message(reply_id).content
-                expected = "".join(script(text, i + 2))
-                if content != expected:
-                    raise AssertionError(f"turn {i}: {content!r} != {expected!r}")
-            timings = list(observer.watch.values())
-            report = watcher.chat.integrity()
-            return {
-                "settle_s": settle,
-                "durable": served.durable,
-                "first_token_ms": percentiles([(t.first - t.sent) * 1000 for t in timings]),
-                "claim_seen_ms": percentiles([(t.claimed - t.sent) * 1000 for t in timings]),
-                "last_to_final_ms": percentiles([(t.final - t.last) * 1000 for t in timings]),
-                "integrity_clean": report.clean,
-                "finalize_mismatches_seen": watcher.chat.finalize_mismatches_seen,
-            }
+            yield person, watcher, Observer(watcher.chat)
     finally:
         runner.terminate()
         runner.wait(20)
+
+
+# -- the measurements ----------------------------------------------------------------------------------
+
+
+async def latency(served: Served, state: Path, *, turns: int, settle: float) -> dict[str, Any]:
+    async with runner_and_room(served, state, settle) as (person, watcher, observer):
+        tid, root = create_thread(person.chat, sender_id="alice", content="warm up [chunks=2]",
+                                  config={"name": f"latency {settle}", "acp_config": {"model": "scripted"}})
+        observer.expect(person.chat, root, time.perf_counter())
+        await wait_until(lambda: all(t.final for t in observer.watch.values()))
+        observer.watch.clear()
+        for i in range(turns):
+            text = f"turn {i} [chunks=20]"
+            sent = time.perf_counter()
+            prompt = reply(person.chat, tid, sender_id="alice", content=text)
+            reply_id = observer.expect(person.chat, prompt, sent)
+            await wait_until(lambda: observer.watch[reply_id].final is not None)
+            content = watcher.chat.message(reply_id).content
+            expected = "".join(script(text, i + 2))
+            if content != expected:
+                raise AssertionError(f"turn {i}: {content!r} != {expected!r}")
+        timings = list(observer.watch.values())
+        report = watcher.chat.integrity()
+        return {
+            "settle_s": settle,
+            "durable": served.durable,
+            "first_token_ms": percentiles([(t.first - t.sent) * 1000 for t in timings]),
+            "claim_seen_ms": percentiles([(t.claimed - t.sent) * 1000 for t in timings]),
+            "last_to_final_ms": percentiles([(t.final - t.last) * 1000 for t in timings]),
+            "integrity_clean": report.clean,
+            "finalize_mismatches_seen": watcher.chat.finalize_mismatches_seen,
+        }
 
 
 async def ten_threads(served: Served, state: Path, *, threads: int) -> dict[str, Any]:
-    runner = start_runner(served, state, 0.1)
-    try:
-        async with RoomClient(served.url(ROOM), token=served.token("alice")) as person, \
-                RoomClient(served.url(ROOM), token=served.token("observer")) as watcher:
-            await person.wait_synced()
-            await watcher.wait_synced()
-            observer = Observer(watcher.chat)
-            rounds = {}
-            tids: list[str] = []
-            for label in ("cold", "warm"):
-                observer.watch.clear()
-                sent = time.perf_counter()
-                prompts = []
-                with person.chat.transaction("bench.burst"):  # every thread's prompt in one moment
-                    for t in range(threads):
-                        text = f"thread {t} {label} [chunks=200] [delay=0.01]"
-                        if label == "cold":
-                            tid, prompt = create_thread(person.chat, sender_id="alice", content=text,
-                                                        config={"name": f"burst {t}", "acp_config": {"model": f"m{t}"}})
-                            tids.append(tid)
-                        else:
-                            prompt = reply(person.chat, tids[t], sender_id="alice", content=text)
-                        prompts.append((prompt, text))
-                ids = [observer.expect(person.chat, p, sent) for p, _ in prompts]
-                most = 0
+    async with runner_and_room(served, state, 0.1) as (person, watcher, observer):
+        rounds = {}
+        tids: list[str] = []
+        for label in ("cold", "warm"):
+            observer.watch.clear()
+            sent = time.perf_counter()
+            prompts = []
+            with person.chat.transaction("bench.burst"):  # every thread's prompt in one moment
+                for t in range(threads):
+                    text = f"thread {t} {label} [chunks=200] [delay=0.01]"
+                    if label == "cold":
+                        tid, prompt = create_thread(person.chat, sender_id="alice", content=text,
+                                                    config={"name": f"burst {t}", "acp_config": {"model": f"m{t}"}})
+                        tids.append(tid)
+                    else:
+                        prompt = reply(person.chat, tids[t], sender_id="alice", content=text)
+                    prompts.append((prompt, text))
+            ids = [observer.expect(person.chat, p, sent) for p, _ in prompts]
+            most = 0
 
-                def done() -> bool:
-                    nonlocal most
-                    most = max(most, sum(1 for r in ids if observer.watch[r].first and not observer.watch[r].final))
-                    return all(observer.watch[r].final for r in ids)
+            def done() -> bool:
+                nonlocal most
+                most = max(most, sum(1 for r in ids if observer.watch[r].first and not observer.watch[r].final))
+                return all(observer.watch[r].final for r in ids)
 
-                await wait_until(done, timeout=120)
-                wall = max(observer.watch[r].final for r in ids) - sent
-                turn = 1 if label == "cold" else 2
-                exact = all(watcher.chat.message(r).content == "".join(script(text, turn)) for r, (_, text) in zip(ids, prompts))
-                rounds[label] = {
-                    "first_token_ms": percentiles([(observer.watch[r].first - sent) * 1000 for r in ids]),
-                    "wall_s": wall,
-                    "streaming_at_once_max": most,
-                    "tokens_per_s": threads * 200 / wall,
-                    "texts_exact": exact,
-                }
-            report = watcher.chat.integrity()
-            return {"threads": threads, **rounds, "integrity_clean": report.clean,
-                    "finalize_mismatches_seen": watcher.chat.finalize_mismatches_seen}
-    finally:
-        runner.terminate()
-        runner.wait(20)
+            await wait_until(done, timeout=120)
+            wall = max(observer.watch[r].final for r in ids) - sent
+            turn = 1 if label == "cold" else 2
+            exact = all(watcher.chat.message(r).content == "".join(script(text, turn)) for r, (_, text) in zip(ids, prompts))
+            rounds[label] = {
+                "first_token_ms": percentiles([(observer.watch[r].first - sent) * 1000 for r in ids]),
+                "wall_s": wall,
+                "streaming_at_once_max": most,
+                "tokens_per_s": threads * 200 / wall,
+                "texts_exact": exact,
+            }
+        report = watcher.chat.integrity()
+        return {"threads": threads, **rounds, "integrity_clean": report.clean,
+                "finalize_mismatches_seen": watcher.chat.finalize_mismatches_seen}
 
 
 async def bytes_per_token(state: Path, *, turns: int = 10) -> dict[str, Any]:

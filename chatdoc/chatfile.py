@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -506,3 +508,34 @@ def legacy_lines(chat: ChatDoc) -> list[LegacyLine]:
             except msgspec.ValidationError as exc:
                 raise ChatFileError(f"legacy[{key}] is not a legacy line ({exc})") from None
     return sorted(lines, key=lambda e: e.key)
+
+
+# -- files on disk -----------------------------------------------------------------------------------
+
+
+def read_file(path: Path, error: Callable[[str], Exception], *, missing: str = "", directory: str,
+              unreadable: str = "") -> bytes:
+    """The file's bytes; a file that cannot be read raises `error` with a message saying why (followed by
+    `missing`, `directory` or `unreadable`: what the caller advises)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file{missing}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory; {directory}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror}){unreadable}") from None
+
+
+def replace_file(path: Path, data: bytes, temp: Path) -> None:
+    """Write all or nothing: `data` goes to `temp` (flushed, fsynced), which is then renamed over `path`,
+    so a reader never sees half a file. On any failure `temp` is removed and the error raised."""
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

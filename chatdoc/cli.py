@@ -96,17 +96,29 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _repair_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help="a chat document (binary Yjs update); it is never modified")
-    parser.add_argument("--out", type=Path, help="where to write the repaired document (required unless --dry-run)")
-    parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    _output_arguments(parser, out="where to write the repaired document (required unless --dry-run)",
+                      dry_run="report what would change, write nothing")
+
+
+def _output_arguments(parser: argparse.ArgumentParser, *, out: str, dry_run: str) -> None:
+    """--out FILE, --dry-run and --json, for a command that writes a new file from its input."""
+    parser.add_argument("--out", type=Path, help=out)
+    parser.add_argument("--dry-run", action="store_true", help=dry_run)
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
-def run_repair(args: argparse.Namespace) -> int:
+def _check_output(args: argparse.Namespace, *, missing: str, same_file: str) -> None:
+    """--out is given (unless --dry-run) and is not the input file: the input is never overwritten."""
     if args.out is None and not args.dry_run:
-        raise UnusableInput("give --out FILE for the repaired document (or --dry-run)")
+        raise UnusableInput(missing)
     if args.out is not None and args.out.resolve() == args.path.resolve():
-        # The original is the only copy a person can go back to if they disagree with a repair.
-        raise UnusableInput(f"--out {args.out} is the input file; write the result to a new file")
+        raise UnusableInput(f"--out {args.out} is the input file; {same_file}")
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    # The original is the only copy a person can go back to if they disagree with a repair.
+    _check_output(args, missing="give --out FILE for the repaired document (or --dry-run)",
+                  same_file="write the result to a new file")
     chat = load(args.path)
     before = chat.full_check()
     # Offline: nothing is in flight from another peer, so rootless threads get a root and missing
@@ -266,16 +278,12 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help="a chat: a .chat/.sage-chat file (legacy or v2) or a binary Yjs update")
     parser.add_argument("--format", required=True, choices=("jsonl", "ydoc", "legacy"),
                         help="jsonl: a v2 .chat file; ydoc: the binary Yjs update; legacy: the old .chat format")
-    parser.add_argument("--out", type=Path, help="file to write (required unless --dry-run)")
-    parser.add_argument("--dry-run", action="store_true", help="build the export, write nothing")
-    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    _output_arguments(parser, out="file to write (required unless --dry-run)", dry_run="build the export, write nothing")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if args.out is None and not args.dry_run:
-        raise UnusableInput("give --out FILE to write the export to (or --dry-run)")
-    if args.out is not None and args.out.resolve() == args.path.resolve():
-        raise UnusableInput(f"--out {args.out} is the input file; export to a new file (`chatdoc migrate` converts in place)")
+    _check_output(args, missing="give --out FILE to write the export to (or --dry-run)",
+                  same_file="export to a new file (`chatdoc migrate` converts in place)")
     kind, data = _read_chat_file(args.path)
     chat = load(args.path) if kind == "ydoc" else _open_text_chat(args.path, kind, data)[0]
     extra: dict[str, Any] = {}
@@ -333,16 +341,10 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 def _read_chat_file(path: Path) -> tuple[str, bytes]:
     """(kind, bytes) of a chat file: "v2", "legacy" or "ydoc" (a binary Yjs update)."""
-    from .chatfile import detect
+    from .chatfile import detect, read_file
 
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UnusableInput(f"{path}: no such file; give the path of a .chat file or a binary Yjs update") from None
-    except IsADirectoryError:
-        raise UnusableInput(f"{path}: is a directory; give the path of a chat file") from None
-    except OSError as exc:
-        raise UnusableInput(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+    data = read_file(path, UnusableInput, missing="; give the path of a .chat file or a binary Yjs update",
+                     directory="give the path of a chat file", unreadable="; check its permissions")
     kind = detect(data)
     # Empty files and text that is no JSON table go the binary way, whose loader says what is wrong.
     return ("ydoc" if kind in ("empty", "unknown") else kind), data
@@ -419,14 +421,10 @@ COMMANDS: tuple[Command, ...] = (
 
 def load(path: Path) -> ChatDoc:
     """Read a binary Yjs update from `path` into a ChatDoc that does not repair on its own."""
-    try:
-        update = path.read_bytes()
-    except FileNotFoundError:
-        raise UnusableInput(f"{path}: no such file; give the path of a chat document (a binary Yjs update)") from None
-    except IsADirectoryError:
-        raise UnusableInput(f"{path}: is a directory; give the path of a chat document file") from None
-    except OSError as exc:
-        raise UnusableInput(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+    from .chatfile import read_file
+
+    update = read_file(path, UnusableInput, missing="; give the path of a chat document (a binary Yjs update)",
+                       directory="give the path of a chat document file", unreadable="; check its permissions")
     if not update:
         raise UnusableInput(f"{path}: the file is empty (0 bytes); was it written completely? A chat document is a binary Yjs update")
     try:

@@ -504,16 +504,13 @@ def _unknown_fields(obj: dict[str, Any], known: frozenset[str], losses: list[str
 def _config_row(number: int, raw: bytes, obj: dict[str, Any]) -> Row:
     tid = obj.get("thread_id")
     if not isinstance(tid, str):
-        return KeptRow(line=number, raw=raw.decode(), kind=PRESERVED, reason="chat-thread-config row without a thread_id")
+        return _without_thread_id(number, raw, "chat-thread-config")
     losses: list[str] = []
     settings: dict[str, Any] = {}
     sources: dict[str, Any] = {}
     _settings(obj, settings, sources, losses)
     updated_at = _canonical(obj.get("updated_at"), "updated_at", losses)
-    updated_by = obj.get("updated_by")
-    if updated_by is not None and not isinstance(updated_by, str):
-        losses.append(f"updated_by {show(updated_by)} is not a string")
-        updated_by = None
+    updated_by = _optional_string(obj, "updated_by", losses)
     _unknown_fields(obj, _CONFIG_ROW_FIELDS, losses)
     return ThreadConfigRow(line=number, legacy_thread_id=tid, settings=settings, setting_sources=sources,
                            updated_at=updated_at, updated_by=updated_by, losses=losses)
@@ -522,20 +519,14 @@ def _config_row(number: int, raw: bytes, obj: dict[str, Any]) -> Row:
 def _state_row(number: int, raw: bytes, obj: dict[str, Any]) -> Row:
     tid = obj.get("thread_id")
     if not isinstance(tid, str):
-        return KeptRow(line=number, raw=raw.decode(), kind=PRESERVED, reason="chat-thread-state row without a thread_id")
+        return _without_thread_id(number, raw, "chat-thread-state")
     losses: list[str] = []
     state = obj.get("state")
     if state is not None and state not in _STATES:
         losses.append(f"state {show(state)} is not a v2 state")
         state = None
-    active = obj.get("active_message_id")
-    if active is not None and not isinstance(active, str):
-        losses.append(f"active_message_id {show(active)} is not a string")
-        active = None
-    error = obj.get("error")
-    if error is not None and not isinstance(error, str):
-        losses.append(f"error {show(error)} is not a string")
-        error = None
+    active = _optional_string(obj, "active_message_id", losses)
+    error = _optional_string(obj, "error", losses)
     updated_at = _canonical(obj.get("updated_at"), "updated_at", losses)
     _unknown_fields(obj, _STATE_ROW_FIELDS, losses)
     return ThreadStateRow(line=number, legacy_thread_id=tid, state=state, active_message_id=active,
@@ -545,10 +536,24 @@ def _state_row(number: int, raw: bytes, obj: dict[str, Any]) -> Row:
 def _thread_row(number: int, raw: bytes, obj: dict[str, Any]) -> Row:
     tid = obj.get("thread_id")
     if not isinstance(tid, str):
-        return KeptRow(line=number, raw=raw.decode(), kind=PRESERVED, reason="chat-thread row without a thread_id")
+        return _without_thread_id(number, raw, "chat-thread")
     losses: list[str] = []
     _unknown_fields(obj, _ROW_MARKERS, losses)
     return ThreadRow(line=number, legacy_thread_id=tid, losses=losses)
+
+
+def _without_thread_id(number: int, raw: bytes, kind: str) -> KeptRow:
+    """A thread row that names no thread, kept verbatim as it was read."""
+    return KeptRow(line=number, raw=raw.decode(), kind=PRESERVED, reason=f"{kind} row without a thread_id")
+
+
+def _optional_string(obj: dict[str, Any], name: str, losses: list[str]) -> str | None:
+    """The row's `name` field when it is a string; anything else is noted as a loss and read as absent."""
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        losses.append(f"{name} {show(value)} is not a string")
+        return None
+    return value
 
 
 def _canonical(value: object, name: str, losses: list[str]) -> str | None:

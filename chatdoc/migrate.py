@@ -325,27 +325,14 @@ def rollback(path: Path, *, force: bool = False, dry_run: bool = False,
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write all or nothing: a reader never sees half a file."""
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        chatfile.replace_file(path, data, path.with_name(f".{path.name}.partial"))
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise MigrationError(f"{path}: cannot be written ({exc.strerror}); check that its folder is writable") from None
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise MigrationError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MigrationError(f"{path}: is a directory; give a .chat file") from None
-    except OSError as exc:
-        raise MigrationError(f"{path}: cannot be read ({exc.strerror})") from None
+    return chatfile.read_file(path, MigrationError, directory="give a .chat file")
 
 
 # -- the plan: legacy rows -> records ----------------------------------------------------------------

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from chatdoc.chatfile import replace_file
+
 from .chatfiles import ChatFiles
 from .room import FILE_ORIGIN
 
@@ -191,16 +193,7 @@ class FileMirror:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Temp file in the same folder, fsync, rename over `path`, fsync the folder."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    replace_file(path, data, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)

@@ -22,6 +22,7 @@ from itertools import count
 from typing import Any
 
 import pytest
+from conftest import START_MS, stored
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -47,7 +48,6 @@ from chatdoc import (
     fork_thread,
     format_date,
     interrupt_turn,
-    parse_date,
     patch_thread_config,
     persist_session_id,
     recover_after_restart,
@@ -70,17 +70,12 @@ from chatdoc.records import (
 SERVER, AGENT, BROWSER = "server", "agent", "browser"
 REMOTE = "remote"  # the origin under which a peer applies what the network brings it
 MISBEHAVING = "test.misbehaving-peer"
-T0 = parse_date("2026-01-10T12:00:00.000Z")
+T0 = START_MS  # 2026-01-10T12:00:00.000Z
 PEOPLE = ("alice", "bob")
 AGENT_ID = "codex-agent"
 # Replicas the test builds for itself (to ask "what if everything arrived now?") never share a client id
 # with a peer: the peers' ids are drawn below 2**31.
 OUTSIDER_CLIENT_ID = 2**31 + 7
-
-
-def stored(chat: ChatDoc) -> dict[str, Any]:
-    """Everything the document stores, root by root, as plain Python (Y.Text as str)."""
-    return {name: chat.roots[name].to_py() for name in ROOTS}
 
 
 # -- the network -------------------------------------------------------------------------------------
@@ -384,6 +379,16 @@ def newest_first(thread_ids: list[str]) -> list[str]:
     return thread_ids[::-1]
 
 
+def pick_thread(chat: ChatDoc, i: int) -> str | None:
+    """The i-th of the chat's threads, newest first (wrapping round), or None when it has none."""
+    return pick(newest_first(chat.thread_ids()), i)
+
+
+def pick_message(chat: ChatDoc, i: int) -> str | None:
+    """The i-th of the chat's messages by id (wrapping round), or None when it has none."""
+    return pick(sorted(chat.view.messages), i)
+
+
 class ChatNetwork(RuleBasedStateMachine):
     """Peers write at random; the network carries their updates in an order of its choosing across
     senders, delivers some twice, and drops and restores connections.
@@ -494,7 +499,7 @@ class ChatNetwork(RuleBasedStateMachine):
     @rule(who=PEER, tick=TICK, thread=THREAD, content=TEXT)
     def post_a_reply(self, who: int, tick: int, thread: int, content: str) -> None:
         peer = self.peer(who, tick)
-        tid = pick(newest_first(peer.chat.thread_ids()), thread)
+        tid = pick_thread(peer.chat, thread)
         if tid is not None:
             self.act(peer, lambda: reply(
                 peer.chat, tid, sender_id=PEOPLE[who % 2], content=content, message_id=self.new_id(peer.now)
@@ -547,7 +552,7 @@ class ChatNetwork(RuleBasedStateMachine):
     @rule(who=PEER, tick=TICK, message=PICK, content=TEXT)
     def edit_a_message(self, who: int, tick: int, message: int, content: str) -> None:
         peer = self.peer(who, tick)
-        mid = pick(sorted(peer.chat.view.messages), message)
+        mid = pick_message(peer.chat, message)
         if mid is not None:
             self.act(peer, lambda: edit_message(
                 peer.chat, mid, author_id=PEOPLE[who % 2], content=content, edit_id=self.new_id(peer.now)
@@ -556,14 +561,14 @@ class ChatNetwork(RuleBasedStateMachine):
     @rule(who=PEER, tick=TICK, message=PICK)
     def delete_a_message(self, who: int, tick: int, message: int) -> None:
         peer = self.peer(who, tick)
-        mid = pick(sorted(peer.chat.view.messages), message)
+        mid = pick_message(peer.chat, message)
         if mid is not None:
             self.act(peer, lambda: delete_message(peer.chat, mid, by=PEOPLE[who % 2]))
 
     @rule(who=PEER, tick=TICK, thread=THREAD, message=PICK)
     def fork_a_thread(self, who: int, tick: int, thread: int, message: int) -> None:
         peer = self.peer(who, tick)
-        tid = pick(newest_first(peer.chat.thread_ids()), thread)
+        tid = pick_thread(peer.chat, thread)
         at = pick(peer.chat.message_ids(tid), message) if tid is not None else None
         if at is None:
             return
@@ -577,7 +582,7 @@ class ChatNetwork(RuleBasedStateMachine):
     @rule(who=PEER, tick=TICK, thread=THREAD, patch=PATCH)
     def patch_thread_settings(self, who: int, tick: int, thread: int, patch: dict) -> None:
         peer = self.peer(who, tick)
-        tid = pick(newest_first(peer.chat.thread_ids()), thread)
+        tid = pick_thread(peer.chat, thread)
         if tid is not None:
             self.note_patch(tid, patch)
             self.act(peer, lambda: patch_thread_config(peer.chat, tid, patch, by=PEOPLE[who % 2]))
@@ -658,7 +663,7 @@ class ChatNetwork(RuleBasedStateMachine):
         peer = self.peer(1 + who % (len(self.peers) - 1), tick)  # any peer but the server: it is trusted
         chat = peer.chat
         view = chat.view
-        tid = pick(newest_first(chat.thread_ids()), thread)
+        tid = pick_thread(chat, thread)
         if tid is None:
             return
         done = self.damage.setdefault(tid, set())

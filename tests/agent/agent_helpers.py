@@ -55,6 +55,13 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 20, what: str
         await anyio.sleep(0.01)
 
 
+def clean(*chats: ChatDoc) -> None:
+    """Every peer's document passes the integrity check and saw no finalize mismatch."""
+    for chat in chats:
+        assert chat.integrity().clean, chat.integrity().describe()
+        assert chat.finalize_mismatches_seen == 0
+
+
 def reply_to(chat: ChatDoc, prompt_id: str) -> Message | None:
     prompt = chat.message(prompt_id)
     return chat.message(reply_id_for(prompt)) if prompt is not None else None
@@ -82,6 +89,18 @@ def replies_in(chat: ChatDoc, thread_id: str) -> list[Message]:
 def agent_thread(chat: ChatDoc, content: str, **config: Any) -> tuple[str, str]:
     acp = {"model": "scripted-model", **config.pop("acp", {})}
     return create_thread(chat, sender_id="alice", content=content, config={"name": "agent", "acp_config": acp, **config})
+
+
+async def answered_thread(chat: ChatDoc, content: str, **config: Any) -> tuple[str, str]:
+    """An agent thread whose first prompt has been answered (its reply stopped generating)."""
+    tid, root = agent_thread(chat, content, **config)
+    await eventually(lambda: finished_reply(chat, root))
+    return tid, root
+
+
+async def streaming_reply(chat: ChatDoc, prompt_id: str, more_than: int) -> Message:
+    """The reply to the prompt once it is streaming and holds more than `more_than` characters."""
+    return await eventually(lambda: (r := reply_to(chat, prompt_id)) and len(r.content) > more_than and r)
 
 
 def message_record(chat: ChatDoc, message_id: str) -> dict[str, Any]:

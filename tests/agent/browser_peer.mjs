@@ -11,27 +11,12 @@
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { webcrypto } from 'node:crypto'
+// Relative to this file, and equally to tests/js when run there with -e.
+import { iso, messageRecord, parseArgs, ulid } from '../js/chat_schema.mjs'
 
-const args = {}
-const argv = process.argv.slice(process.argv.indexOf('--') + 1)
-for (let i = 0; i < argv.length; i++) {
-  const key = argv[i].replace(/^--/, '')
-  const next = argv[i + 1]
-  if (next === undefined || next.startsWith('--')) args[key] = true
-  else { args[key] = next; i++ }
-}
+const args = parseArgs(process.argv.slice(process.argv.indexOf('--') + 1))
 const fail = (why) => { console.error(why); process.exit(2) }
 const timeout = setTimeout(() => fail('timed out'), Number(args.timeout || 20000))
-
-const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-function ulid (ms) {
-  let time = ''
-  for (let i = 0, t = ms; i < 10; i++, t = Math.floor(t / 32)) time = CROCKFORD[t % 32] + time
-  const random = webcrypto.getRandomValues(new Uint8Array(16))
-  return time + Array.from(random, (byte) => CROCKFORD[byte & 31]).join('')
-}
-const iso = (ms) => new Date(ms).toISOString()
 
 const doc = new Y.Doc()
 const provider = new WebsocketProvider(args.url, args.room, doc, {
@@ -72,15 +57,7 @@ if (args.prompt) {
   const ms = Date.now() + 1
   const id = ulid(ms)
   const rootId = doc.getMap('threads').get(threadId).get('root_message_id')
-  doc.transact(() => {
-    const message = new Y.Map()
-    message.set('thread_id', threadId)
-    message.set('sender_id', 'browser')
-    message.set('date', iso(ms))
-    message.set('body', new Y.Text(args.prompt))
-    message.set('reply_to_message_id', rootId)
-    messages.set(id, message)
-  }, 'browser')
+  doc.transact(() => messages.set(id, messageRecord(threadId, 'browser', ms, args.prompt, rootId)), 'browser')
   out.prompt_id = id
 }
 

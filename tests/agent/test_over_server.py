@@ -13,13 +13,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from chatdoc import ChatDoc, patch_thread_config, reply
+from chatdoc import patch_thread_config, reply
 from server.agent.runner import AgentRunner
 from server.client import RoomClient
 
 from agent_helpers import (  # noqa: F401 - anyio_backend is a fixture
     agent_thread,
+    answered_thread,
     anyio_backend,
+    clean,
     config_bytes,
     eventually,
     expected_text,
@@ -27,6 +29,7 @@ from agent_helpers import (  # noqa: F401 - anyio_backend is a fixture
     finished_reply,
     replies_in,
     reply_to,
+    streaming_reply,
 )
 from processes import RunnerProcess, ServerProcess, reap
 
@@ -51,28 +54,28 @@ async def person_in(server: ServerProcess) -> AsyncIterator[RoomClient]:
         yield client
 
 
-def clean(chat: ChatDoc) -> None:
-    assert chat.integrity().clean, chat.integrity().describe()
-    assert chat.finalize_mismatches_seen == 0
+def start_runner(served, tmp_path: Path, *args: str) -> RunnerProcess:  # type: ignore[no-untyped-def]
+    """A `chatdoc agent` process on the served room, reaped with the server at the end of the test."""
+    server, started = served
+    runner = RunnerProcess(server, ROOM, tmp_path, *args).start()
+    started.append(runner)
+    return runner
 
 
 async def test_sigkill_the_runner_mid_turn_and_the_next_runner_recovers_it(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server, started = served
-    first = RunnerProcess(server, ROOM, tmp_path).start()
-    started.append(first)
+    server, _ = served
+    first = start_runner(served, tmp_path)
     async with person_in(server) as client:
         person = client.chat
-        tid, root = agent_thread(person, "before [chunks=2]")
-        await eventually(lambda: finished_reply(person, root))
+        tid, _root = await answered_thread(person, "before [chunks=2]")
         before = config_bytes(person, tid)
         doomed = reply(person, tid, sender_id="alice", content="doomed [chunks=3000] [delay=0.01]")
-        await eventually(lambda: (r := reply_to(person, doomed)) and len(r.content) > 40)
+        await streaming_reply(person, doomed, 40)
         first.kill()
         await anyio.sleep(0.2)  # whatever it had sent has arrived
         cut = reply_to(person, doomed)
         assert cut.generating
-        second = RunnerProcess(server, ROOM, tmp_path).start()
-        started.append(second)
+        start_runner(served, tmp_path)
         recovered = await eventually(lambda: finished_reply(person, doomed), timeout=15, what="recovery")
         assert recovered.acp_interrupted_reason == "server_restart"
         assert recovered.content.startswith(cut.content) and recovered.content.endswith("server restarted before this reply was finished)_")
@@ -87,15 +90,14 @@ async def test_sigkill_the_runner_mid_turn_and_the_next_runner_recovers_it(serve
 
 
 async def test_sigkill_the_server_mid_turn_and_the_turn_completes_whole(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server, started = served
-    started.append(RunnerProcess(server, ROOM, tmp_path).start())
+    server, _ = served
+    start_runner(served, tmp_path)
     async with person_in(server) as client:
         person = client.chat
-        tid, root = agent_thread(person, "warm up [chunks=2]")
-        await eventually(lambda: finished_reply(person, root))
+        tid, _root = await answered_thread(person, "warm up [chunks=2]")
         before = config_bytes(person, tid)
         prompt = reply(person, tid, sender_id="alice", content="through a server restart [chunks=300] [delay=0.01]")
-        await eventually(lambda: (r := reply_to(person, prompt)) and len(r.content) > 40)
+        await streaming_reply(person, prompt, 40)
         server.kill()
         await anyio.sleep(0.3)
         server.start()  # same port, its durable log reloaded; both peers reconnect and resync
@@ -109,8 +111,7 @@ async def test_sigkill_the_server_mid_turn_and_the_turn_completes_whole(served, 
 
 async def test_two_runner_processes_give_each_message_one_turn(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server, started = served
-    runners = [RunnerProcess(server, ROOM, tmp_path).start() for _ in range(2)]
-    started.extend(runners)
+    runners = [start_runner(served, tmp_path) for _ in range(2)]  # each start waits until it has synced
     async with person_in(server) as client:
         person = client.chat
         threads = [agent_thread(person, f"both {t} [chunks=3]") for t in range(2)]
@@ -127,8 +128,9 @@ async def test_two_runner_processes_give_each_message_one_turn(served, tmp_path:
                 assert finished_reply(person, prompt_id).content == expected_text(text, turn)
         claims = {m.acp_claimed_by for tid in sent for m in replies_in(person, tid)}
         assert claims <= {runner.claim for runner in runners}
-        losses = sum(runner.log.read_text().count("another runner's claim stood") for runner in started[1:])
-        assert losses >= 1  # the two did race for the same prompts, and each race left one turn
+        # Whether the two processes' claims collide on a given prompt is up to timing (a runner that sees the
+        # other's claim first never claims): a lost race is logged when it happens, and the forced race,
+        # every turn claimed by both, is tests/agent/test_runner.py's in-process two-runner test.
         clean(person)
 
 
@@ -140,7 +142,7 @@ async def test_a_dropped_connection_mid_stream_loses_and_repeats_nothing(served,
             runner = await tg.start(AgentRunner(agent_client.chat, fast_config(tmp_path)).run)
             person = person_client.chat
             tid, root = agent_thread(person, "across drops [chunks=250] [delay=0.01]")
-            await eventually(lambda: (r := reply_to(person, root)) and len(r.content) > 40)
+            await streaming_reply(person, root, 40)
             for _ in range(2):
                 await agent_client.drop()  # the runner's connection breaks; it keeps writing locally
                 await anyio.sleep(0.3)
@@ -152,14 +154,13 @@ async def test_a_dropped_connection_mid_stream_loses_and_repeats_nothing(served,
 
 
 async def test_a_person_edits_name_and_colour_while_the_turn_streams(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server, started = served
-    started.append(RunnerProcess(server, ROOM, tmp_path).start())
+    server, _ = served
+    start_runner(served, tmp_path)
     async with person_in(server) as client:
         person = client.chat
-        tid, root = agent_thread(person, "warm [chunks=2]")
-        await eventually(lambda: finished_reply(person, root))
+        tid, _root = await answered_thread(person, "warm [chunks=2]")
         prompt = reply(person, tid, sender_id="alice", content="stream on [chunks=200] [delay=0.005]")
-        await eventually(lambda: (r := reply_to(person, prompt)) and len(r.content) > 20)
+        await streaming_reply(person, prompt, 20)
         session = person.thread_config(tid).acp_config.sessionId
         patch_thread_config(person, tid, {"name": "Renamed mid-stream", "thread_color": "#ff9800"}, by="alice")
         answer = await eventually(lambda: finished_reply(person, prompt))
@@ -176,12 +177,11 @@ async def test_a_browser_peer_renames_interrupts_and_sends_while_the_turn_stream
     js = Path(__file__).resolve().parents[1] / "js"
     if shutil.which("node") is None or not (js / "node_modules" / "y-websocket").is_dir():
         pytest.skip("node or tests/js/node_modules/y-websocket missing: run `npm ci --prefix tests/js`")
-    server, started = served
-    started.append(RunnerProcess(server, ROOM, tmp_path).start())
+    server, _ = served
+    start_runner(served, tmp_path)
     async with person_in(server) as client:
         person = client.chat
-        tid, root = agent_thread(person, "warm [chunks=2]")
-        await eventually(lambda: finished_reply(person, root))
+        tid, _root = await answered_thread(person, "warm [chunks=2]")
         session = person.thread_config(tid).acp_config.sessionId
         source = (Path(__file__).parent / "browser_peer.mjs").read_text()
         result: dict = {}
@@ -215,15 +215,55 @@ async def test_a_browser_peer_renames_interrupts_and_sends_while_the_turn_stream
 async def test_sigterm_hands_the_running_turn_back_at_once(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A graceful stop (a deploy's SIGTERM) marks its running turn `server_restart` itself, without
     waiting for a lease to pass, and leaves the room cleanly."""
-    server, started = served
-    runner = RunnerProcess(server, ROOM, tmp_path, "--lease", "60")  # recovery by lease would take a minute
-    started.append(runner.start())
+    server, _ = served
+    runner = start_runner(served, tmp_path, "--lease", "60")  # recovery by lease would take a minute
     async with person_in(server) as client:
         person = client.chat
         tid, root = agent_thread(person, "stopping [chunks=3000] [delay=0.01]")
-        await eventually(lambda: (r := reply_to(person, root)) and len(r.content) > 40)
+        await streaming_reply(person, root, 40)
         assert runner.kill(signal.SIGTERM) == 0
         handed_back = await eventually(lambda: finished_reply(person, root), timeout=5, what="the hand-back")
         assert handed_back.acp_interrupted_reason == "server_restart"
         assert person.thread_state(tid).state == "interrupted"
+        clean(person)
+
+
+async def test_several_agent_threads_stream_at_once_through_the_server(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server, _ = served
+    start_runner(served, tmp_path)
+    async with person_in(server) as client:
+        person = client.chat
+        prompts = [f"thread {t} talks [chunks=60] [delay=0.01]" for t in range(4)]
+        threads = [agent_thread(person, text) for text in prompts]
+        await eventually(
+            lambda: all((r := reply_to(person, root)) is not None and r.generating and r.content for _, root in threads),
+            what="every thread's reply streaming at the same time",
+        )
+        for (tid, root), text in zip(threads, prompts):
+            answer = await eventually(lambda: finished_reply(person, root), what=f"thread {tid} finished")
+            assert answer.content == expected_text(text, 1)  # no chunk of another thread's turn in it
+            assert answer.thread_id == tid and len(replies_in(person, tid)) == 1
+            assert person.thread_state(tid).state == "complete"
+            assert person.thread_state(tid).active_message_id == answer.message_id
+        clean(person)
+
+
+async def test_an_agent_crash_mid_turn_through_the_server_is_an_error_and_the_config_stays(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server, _ = served
+    start_runner(served, tmp_path)
+    async with person_in(server) as client:
+        person = client.chat
+        tid, _root = await answered_thread(person, "warm up [chunks=2]")
+        before = config_bytes(person, tid)
+        crash = reply(person, tid, sender_id="alice", content="fall over [crash=3] [chunks=10]")
+        failed = await eventually(lambda: finished_reply(person, crash), what="the crash to be reported")
+        assert failed.acp_interrupted_reason == "error" and "exited with code 17" in failed.acp_interrupted_text
+        assert "the agent failed" in failed.content
+        state = person.thread_state(tid)
+        assert state.state == "error" and "exited with code 17" in state.error
+        assert config_bytes(person, tid) == before
+        after = reply(person, tid, sender_id="alice", content="back again? [chunks=2]")
+        answer = await eventually(lambda: finished_reply(person, after), what="a new agent after the crash")
+        assert answer.content == expected_text("back again? [chunks=2]", 3)
+        assert person.thread_state(tid).state == "complete"
         clean(person)

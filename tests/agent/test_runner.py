@@ -20,7 +20,9 @@ from server.agent.scripted_agent import script
 from agent_helpers import (  # noqa: F401 - anyio_backend is a fixture
     StateLog,
     agent_thread,
+    answered_thread,
     anyio_backend,
+    clean,
     config_bytes,
     eventually,
     expected_text,
@@ -30,15 +32,10 @@ from agent_helpers import (  # noqa: F401 - anyio_backend is a fixture
     reply_to,
     room,
     runner_in,
+    streaming_reply,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def clean(*chats) -> None:  # type: ignore[no-untyped-def]
-    for chat in chats:
-        assert chat.integrity().clean, chat.integrity().describe()
-        assert chat.finalize_mismatches_seen == 0
 
 
 async def test_a_turn_streams_finalizes_and_the_next_resumes_the_session(tmp_path: Path) -> None:
@@ -66,11 +63,10 @@ async def test_a_turn_streams_finalizes_and_the_next_resumes_the_session(tmp_pat
 
 async def test_interrupt_then_an_immediate_send_then_continue(tmp_path: Path) -> None:
     async with room() as (relay, person), runner_in(relay, fast_config(tmp_path)) as (runner, _):
-        tid, root = agent_thread(person, "warm up [chunks=2]")
-        await eventually(lambda: finished_reply(person, root))
+        tid, _root = await answered_thread(person, "warm up [chunks=2]")
         config = config_bytes(person, tid)
         long_prompt = reply(person, tid, sender_id="alice", content="a long one [chunks=500] [delay=0.01]")
-        streaming = await eventually(lambda: (r := reply_to(person, long_prompt)) and len(r.content) > 40 and r)
+        streaming = await streaming_reply(person, long_prompt, 40)
         assert request_interrupt(person, streaming.message_id, by="bob")
         right_after = reply(person, tid, sender_id="alice", content="right after [chunks=4]")
         stopped = await eventually(lambda: finished_reply(person, long_prompt), what="the interrupt")
@@ -94,7 +90,7 @@ async def test_chunks_after_an_interrupt_are_refused_and_a_deaf_agent_is_replace
     config = fast_config(tmp_path, cancel_grace_s=0.5)
     async with room() as (relay, person), runner_in(relay, config) as (runner, _):
         tid, root = agent_thread(person, "deaf [deaf] [chunks=400] [delay=0.005]")
-        streaming = await eventually(lambda: (r := reply_to(person, root)) and len(r.content) > 30 and r)
+        streaming = await streaming_reply(person, root, 30)
         request_interrupt(person, streaming.message_id, by="bob")
         stopped = await eventually(lambda: finished_reply(person, root))
         frozen = stopped.content
@@ -175,8 +171,7 @@ async def test_two_runners_answer_every_prompt_exactly_once(tmp_path: Path) -> N
 
 async def test_an_agent_crash_mid_turn_is_an_error_shown_in_the_reply(tmp_path: Path) -> None:
     async with room() as (relay, person), runner_in(relay, fast_config(tmp_path)) as (runner, _):
-        tid, root = agent_thread(person, "ok [chunks=2]")
-        await eventually(lambda: finished_reply(person, root))
+        tid, _root = await answered_thread(person, "ok [chunks=2]")
         config = config_bytes(person, tid)
         crash = reply(person, tid, sender_id="alice", content="boom [crash=3] [chunks=10]")
         failed = await eventually(lambda: finished_reply(person, crash), what="the crash to be reported")
@@ -209,7 +204,7 @@ async def test_an_error_answer_and_an_unknown_agent_are_errors(tmp_path: Path) -
 async def test_a_network_drop_mid_stream_loses_and_repeats_nothing(tmp_path: Path) -> None:
     async with room() as (relay, person), runner_in(relay, fast_config(tmp_path)) as (runner, link):
         tid, root = agent_thread(person, "through the storm [chunks=150] [delay=0.005]")
-        await eventually(lambda: (r := reply_to(person, root)) and len(r.content) > 30)
+        await streaming_reply(person, root, 30)
         link.drop()
         seen_at_drop = reply_to(person, root).content
         await anyio.sleep(0.3)
@@ -223,7 +218,7 @@ async def test_a_network_drop_mid_stream_loses_and_repeats_nothing(tmp_path: Pat
 async def test_a_person_renames_and_recolours_the_thread_while_it_streams(tmp_path: Path) -> None:
     async with room() as (relay, person), runner_in(relay, fast_config(tmp_path)) as (runner, _):
         tid, root = agent_thread(person, "paint [chunks=120] [delay=0.005]")
-        await eventually(lambda: (r := reply_to(person, root)) and len(r.content) > 20)
+        await streaming_reply(person, root, 20)
         patch_thread_config(person, tid, {"name": "Renamed", "thread_color": "#3f51b5"}, by="alice")
         answer = await eventually(lambda: finished_reply(person, root))
         assert answer.content == expected_text("paint [chunks=120] [delay=0.005]", 1)
@@ -238,11 +233,10 @@ async def test_a_killed_runners_turn_is_recovered_by_the_next_one_config_untouch
     config = fast_config(tmp_path)
     async with room() as (relay, person):
         async with runner_in(relay, config) as (first, link):
-            tid, root = agent_thread(person, "before [chunks=2]")
-            await eventually(lambda: finished_reply(person, root))
+            tid, _root = await answered_thread(person, "before [chunks=2]")
             before = config_bytes(person, tid)
             doomed = reply(person, tid, sender_id="alice", content="doomed [chunks=1000] [delay=0.01]")
-            await eventually(lambda: (r := reply_to(person, doomed)) and len(r.content) > 30)
+            await streaming_reply(person, doomed, 30)
             link.drop()  # killed: not one more byte leaves it
         cut = reply_to(person, doomed)
         assert cut.generating

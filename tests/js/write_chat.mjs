@@ -8,20 +8,8 @@
 // messages in schema order (date, then message id) with the content a reader must show, and with
 // --damage, the ids each integrity counter must name.
 import { writeFileSync } from 'node:fs'
-import { webcrypto } from 'node:crypto'
 import * as Y from 'yjs'
-
-const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-
-// 48 bits of milliseconds, then 80 random bits, in Crockford base32 (26 characters).
-function ulid (ms) {
-  let time = ''
-  for (let i = 0, t = ms; i < 10; i++, t = Math.floor(t / 32)) time = CROCKFORD[t % 32] + time
-  const random = webcrypto.getRandomValues(new Uint8Array(16))
-  return time + Array.from(random, (byte) => CROCKFORD[byte & 31]).join('')
-}
-
-const iso = (ms) => new Date(ms).toISOString()
+import { iso, messageRecord as messageMap, ulid } from './chat_schema.mjs'
 
 // Dates advance a few seconds per message, like a conversation; `same()` reuses the last millisecond.
 let now = Date.UTC(2026, 0, 10, 12, 0, 0, 0)
@@ -43,17 +31,6 @@ function sync (...peers) {
 }
 
 const written = new Map() // message id -> {thread_id, date, sender_id, content, deleted}
-
-function messageMap (threadId, senderId, ms, content, replyTo, extra = {}) {
-  const record = new Y.Map()
-  record.set('thread_id', threadId)
-  record.set('sender_id', senderId)
-  record.set('date', iso(ms))
-  record.set('body', new Y.Text(content))
-  if (replyTo) record.set('reply_to_message_id', replyTo)
-  for (const [k, v] of Object.entries(extra)) record.set(k, v)
-  return record
-}
 
 function createThread (p, { content, config = {}, acp = null, withConfig = true }) {
   const ms = tick()

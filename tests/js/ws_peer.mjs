@@ -9,26 +9,12 @@
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { webcrypto } from 'node:crypto'
+import { iso, messageRecord as message, parseArgs, ulid } from './chat_schema.mjs'
 
-const args = {}
-for (let i = 2; i < process.argv.length; i++) {
-  const key = process.argv[i].replace(/^--/, '')
-  const next = process.argv[i + 1]
-  if (next === undefined || next.startsWith('--')) args[key] = true
-  else { args[key] = next; i++ }
-}
+const args = parseArgs(process.argv.slice(2))
 
-const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-function ulid (ms) {
-  let time = ''
-  for (let i = 0, t = ms; i < 10; i++, t = Math.floor(t / 32)) time = CROCKFORD[t % 32] + time
-  const random = webcrypto.getRandomValues(new Uint8Array(16))
-  return time + Array.from(random, (byte) => CROCKFORD[byte & 31]).join('')
-}
 let lastMs = 0
 const now = () => { lastMs = Math.max(Date.now(), lastMs + 1); return lastMs } // distinct, increasing dates
-const iso = (ms) => new Date(ms).toISOString()
 
 const fail = (why) => { console.error(why); process.exit(2) }
 const timeout = setTimeout(() => fail('timed out'), Number(args.timeout || 20000))
@@ -48,16 +34,6 @@ await new Promise((resolve) => {
 
 const root = (name) => doc.getMap(name)
 const wrote = {}
-
-function message (threadId, sender, ms, content, replyTo) {
-  const record = new Y.Map()
-  record.set('thread_id', threadId)
-  record.set('sender_id', sender)
-  record.set('date', iso(ms))
-  record.set('body', new Y.Text(content))
-  if (replyTo) record.set('reply_to_message_id', replyTo)
-  return record
-}
 
 if (args['create-thread']) {
   const ms = now()

@@ -24,7 +24,7 @@ import anyio
 import pytest
 import uvicorn
 
-from chatdoc import ChatDoc
+from chatdoc import ChatDoc, create_thread
 from server.app import ChatServer, Limits, ServerOptions
 from server.auth import load_secret, mint
 from server.client import RoomClient
@@ -222,3 +222,20 @@ async def http_get(url: str) -> tuple[int, str]:
             return exc.code, exc.read().decode()
 
     return await anyio.to_thread.run_sync(get)
+
+
+@contextlib.asynccontextmanager
+async def two_clients(served: Served, room: str, first: str, second: str, second_mode: str = "write",
+                      **options: Any) -> AsyncIterator[tuple[RoomClient, RoomClient]]:
+    """Two users' clients of one room, both synced with the server before the block runs."""
+    async with served.client(room, user=first, **options) as a, served.client(room, second_mode, user=second, **options) as b:
+        await a.wait_synced()
+        await b.wait_synced()
+        yield a, b
+
+
+async def shared_thread(creator: RoomClient, other: RoomClient, sender_id: str, content: str) -> tuple[str, str]:
+    """A thread created on `creator`'s document, once `other` has it too: (thread id, root message id)."""
+    thread_id, root_id = create_thread(creator.chat, sender_id=sender_id, content=content)
+    await eventually(lambda: other.chat.thread(thread_id) is not None)
+    return thread_id, root_id

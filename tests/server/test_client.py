@@ -8,21 +8,18 @@ from pathlib import Path
 import anyio
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    anyio_backend, chat_dir, eventually, serving,
+    anyio_backend, chat_dir, eventually, serving, shared_thread, two_clients,
 )
 
-from chatdoc import create_thread, edit_message, reply
+from chatdoc import edit_message, reply
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_dropped_client_reconnects_without_losing_or_duplicating_edits(chat_dir: Path) -> None:
     async with serving(chat_dir) as served:
-        async with served.client("r.chat", user="alice") as alice, served.client("r.chat", user="bob") as bob:
-            await alice.wait_synced()
-            await bob.wait_synced()
-            thread_id, _ = create_thread(alice.chat, sender_id="alice", content="root")
-            await eventually(lambda: bob.chat.thread(thread_id) is not None)
+        async with two_clients(served, "r.chat", "alice", "bob") as (alice, bob):
+            thread_id, _ = await shared_thread(alice, bob, "alice", "root")
             await alice.drop()
             offline = [reply(alice.chat, thread_id, sender_id="alice", content=f"offline {i}") for i in range(5)]
             meanwhile = reply(bob.chat, thread_id, sender_id="bob", content="while alice was away")
@@ -38,13 +35,8 @@ async def test_a_dropped_client_reconnects_without_losing_or_duplicating_edits(c
 async def test_clients_ride_out_a_server_restart(chat_dir: Path) -> None:
     async with serving(chat_dir) as first:
         port = first.port
-        alice = first.client("s.chat", user="alice", backoff=(0.05, 0.2))
-        bob = first.client("s.chat", user="bob", backoff=(0.05, 0.2))
-        async with alice, bob:
-            await alice.wait_synced()
-            await bob.wait_synced()
-            thread_id, _ = create_thread(alice.chat, sender_id="alice", content="before the restart")
-            await eventually(lambda: bob.chat.thread(thread_id) is not None)
+        async with two_clients(first, "s.chat", "alice", "bob", backoff=(0.05, 0.2)) as (alice, bob):
+            thread_id, _ = await shared_thread(alice, bob, "alice", "before the restart")
             # Stop the first server (rooms flushed) while both clients stay up and keep editing.
             await first.stop()
             during = reply(alice.chat, thread_id, sender_id="alice", content="while the server was down")

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    FAST, anyio_backend, chat_dir, eventually, http_get, serving, spawn,
+    FAST, anyio_backend, chat_dir, eventually, http_get, serving, shared_thread, spawn, two_clients,
 )
 
 from pycrdt import Doc
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.anyio
 async def test_graceful_restart_keeps_everything_and_flushes_a_snapshot(chat_dir: Path, spawn) -> None:  # type: ignore[no-untyped-def]
     server = spawn(chat_dir)
     served = server.start()
-    async with served.client("keep.chat", user="alice") as alice, served.client("keep.chat", user="bob") as bob:
-        await alice.wait_synced()
-        await bob.wait_synced()
+    async with two_clients(served, "keep.chat", "alice", "bob") as (alice, bob):
         thread_id, _ = create_thread(alice.chat, sender_id="alice", content="root")
         ids = [reply(alice.chat, thread_id, sender_id="alice", content=f"m{i}") for i in range(20)]
         await eventually(lambda: len(bob.chat.message_ids(thread_id)) == 21)
@@ -54,9 +52,7 @@ async def test_sigkill_right_after_peers_received_updates_loses_none_of_them(cha
     server = spawn(chat_dir)
     served = server.start()
     seen_by_bob: list[str] = []
-    async with served.client("crash.chat", user="alice") as alice, served.client("crash.chat", user="bob") as bob:
-        await alice.wait_synced()
-        await bob.wait_synced()
+    async with two_clients(served, "crash.chat", "alice", "bob") as (alice, bob):
         thread_id, root_id = create_thread(alice.chat, sender_id="alice", content="root")
         for i in range(200):
             reply(alice.chat, thread_id, sender_id="alice", content=f"m{i}")
@@ -108,11 +104,8 @@ async def test_compaction_writes_a_snapshot_over_the_updates_it_covers(chat_dir:
 async def test_while_the_log_cannot_be_written_nothing_is_broadcast_and_then_everything_is(chat_dir: Path) -> None:
     async with serving(chat_dir) as served:
         assert served.app is not None
-        async with served.client("lock.chat", user="alice") as alice, served.client("lock.chat", user="bob") as bob:
-            await alice.wait_synced()
-            await bob.wait_synced()
-            thread_id, _ = create_thread(alice.chat, sender_id="alice", content="root")
-            await eventually(lambda: bob.chat.thread(thread_id) is not None)
+        async with two_clients(served, "lock.chat", "alice", "bob") as (alice, bob):
+            thread_id, _ = await shared_thread(alice, bob, "alice", "root")
             # Another process holds the database's write lock: every group commit fails for a while.
             blocker = sqlite3.connect(chat_dir / ".chatdoc" / "store.sqlite", isolation_level=None)
             blocker.execute("BEGIN EXCLUSIVE")

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    anyio_backend, chat_dir, eventually, serving,
+    anyio_backend, chat_dir, eventually, serving, two_clients,
 )
 
 from chatdoc import chatfile, create_thread, reply
@@ -64,9 +64,7 @@ async def test_a_legacy_file_opened_through_the_server_is_migrated_with_its_back
 async def test_an_outside_edit_while_serving_is_merged_without_duplicates(chat_dir: Path) -> None:
     async with serving(chat_dir) as served:
         assert served.app is not None
-        async with served.client("live.chat", user="alice") as alice, served.client("live.chat", user="bob") as bob:
-            await alice.wait_synced()
-            await bob.wait_synced()
+        async with two_clients(served, "live.chat", "alice", "bob") as (alice, bob):
             thread_id, root_id = create_thread(alice.chat, sender_id=ALICE, content="original text")
             first = reply(alice.chat, thread_id, sender_id=ALICE, content="a reply")
             path = chat_dir / "live.chat"

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    FAST, Served, anyio_backend, chat_dir, eventually, serving,
+    FAST, anyio_backend, chat_dir, eventually, Served, serving, shared_thread, two_clients,
 )
 from pycrdt import Doc, Map, Text
 from websockets.asyncio.client import connect
@@ -44,11 +44,8 @@ async def test_bad_frames_close_only_their_connection(chat_dir: Path) -> None:
     limits = replace(FAST, max_message_bytes=64 * 1024)
     async with serving(chat_dir, limits=limits) as served:
         assert served.app is not None
-        async with served.client("c.chat", user="a") as a, served.client("c.chat", user="b") as b:
-            await a.wait_synced()
-            await b.wait_synced()
-            thread_id, _ = create_thread(a.chat, sender_id="a", content="before")
-            await eventually(lambda: b.chat.thread(thread_id) is not None)
+        async with two_clients(served, "c.chat", "a", "b") as (a, b):
+            thread_id, _ = await shared_thread(a, b, "a", "before")
             update = a_real_update()
             cases = {
                 "oversized frame": (protocol.update_message(b"\x00" * 100_000), 1009, "too_large"),
@@ -104,9 +101,7 @@ async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_boun
     limits = replace(FAST, max_outbox_bytes=2 * 1024 * 1024)
     async with serving(chat_dir, limits=limits) as served:
         assert served.app is not None
-        async with served.client("s.chat", user="writer") as writer, served.client("s.chat", user="reader") as reader:
-            await writer.wait_synced()
-            await reader.wait_synced()
+        async with two_clients(served, "s.chat", "writer", "reader") as (writer, reader):
             thread_id, _ = create_thread(writer.chat, sender_id="writer", content="go")
             # A raw client that completes the handshake, then never reads again (its library stops reading the
             # socket once 1 frame is buffered, so the kernel buffers fill and the server's sends block).

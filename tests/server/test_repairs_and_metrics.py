@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    anyio_backend, chat_dir, eventually, http_get, serving,
+    anyio_backend, chat_dir, eventually, http_get, serving, two_clients,
 )
 from pycrdt import Map, Text
 
@@ -23,9 +23,7 @@ async def test_damage_is_attributed_repaired_for_everyone_and_reported(chat_dir:
     caplog.set_level(logging.INFO, logger="chatdoc.server")
     async with serving(chat_dir) as served:
         assert served.app is not None
-        async with served.client("i.chat", user="alice") as alice, served.client("i.chat", user="mallory") as mallory:
-            await alice.wait_synced()
-            await mallory.wait_synced()
+        async with two_clients(served, "i.chat", "alice", "mallory") as (alice, mallory):
             thread_id, root_id = create_thread(alice.chat, sender_id="alice", content="root")
             first = reply(alice.chat, thread_id, sender_id="alice", content="first reply")
             await eventually(lambda: mallory.chat.message(first) is not None)

@@ -11,10 +11,10 @@ from pathlib import Path
 import anyio
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    REPO, anyio_backend, chat_dir, eventually, serving,
+    REPO, anyio_backend, chat_dir, eventually, serving, shared_thread, two_clients,
 )
 
-from chatdoc import create_thread, reply
+from chatdoc import reply
 from server.auth import AuthRefused, load_secret, mint, verify
 from server.client import RoomClient, RoomRefused
 from server.serve import ServeError, add_serve_arguments, options_from
@@ -61,11 +61,8 @@ def test_tokens_verify_only_unaltered_unexpired_and_for_their_path(tmp_path: Pat
 
 async def test_a_read_only_connection_reads_but_its_updates_are_dropped_and_counted(chat_dir: Path) -> None:
     async with serving(chat_dir) as served:
-        async with served.client("r.chat", user="writer") as writer, served.client("r.chat", "read", user="reader") as reader:
-            await writer.wait_synced()
-            await reader.wait_synced()
-            thread_id, _ = create_thread(writer.chat, sender_id="writer", content="hello")
-            await eventually(lambda: reader.chat.thread(thread_id) is not None)
+        async with two_clients(served, "r.chat", "writer", "reader", "read") as (writer, reader):
+            thread_id, _ = await shared_thread(writer, reader, "writer", "hello")
             reply(reader.chat, thread_id, sender_id="reader", content="not allowed")
             assert served.app is not None
             await eventually(lambda: served.app.metrics.readonly_updates_dropped >= 1)

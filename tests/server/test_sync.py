@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    anyio_backend, chat_dir, eventually, node_available, run_node_peer, serving,
+    anyio_backend, chat_dir, eventually, node_available, run_node_peer, serving, shared_thread, two_clients,
 )
 
 from chatdoc import create_thread, edit_message, reply
@@ -25,11 +25,8 @@ async def test_two_python_peers_and_a_node_peer_converge(chat_dir: Path) -> None
     if not node_available():
         pytest.skip("tests/js has no y-websocket: run `npm ci --prefix tests/js`")
     async with serving(chat_dir) as served:
-        async with served.client("team.chat", user="alice") as alice, served.client("team.chat", user="bob") as bob:
-            await alice.wait_synced()
-            await bob.wait_synced()
-            thread_id, root_id = create_thread(alice.chat, sender_id="alice", content="shared thread")
-            await eventually(lambda: bob.chat.thread(thread_id) is not None)
+        async with two_clients(served, "team.chat", "alice", "bob") as (alice, bob):
+            thread_id, root_id = await shared_thread(alice, bob, "alice", "shared thread")
 
             async def python_replies(client, who: str) -> None:  # type: ignore[no-untyped-def]
                 for i in range(15):
