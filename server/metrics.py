@@ -49,6 +49,7 @@ class Metrics:
     bytes_in: int = 0
     bytes_out: int = 0
     readonly_updates_dropped: int = 0
+    updates_held_back: int = 0  # client updates yrs could not integrate whole: their causes are missing
     malformed_frames: Counter[str] = field(default_factory=Counter)  # by reason
     slow_clients_disconnected: int = 0
     documents_too_large: int = 0
@@ -81,6 +82,9 @@ class Metrics:
         metric("chatdoc_bytes_sent_total", "counter", "Websocket payload bytes sent.", [("", self.bytes_out)])
         metric("chatdoc_readonly_updates_dropped_total", "counter", "Updates from read-only connections, dropped.",
                [("", self.readonly_updates_dropped)])
+        metric("chatdoc_updates_held_back_total", "counter",
+               "Client updates whose causes the server lacked (held back by yrs; see the README's known limits).",
+               [("", self.updates_held_back)])
         metric("chatdoc_malformed_frames_total", "counter", "Frames that broke the protocol, by reason.",
                [(_labels(reason=r), n) for r, n in sorted(self.malformed_frames.items())])
         metric("chatdoc_slow_clients_disconnected_total", "counter", "Clients whose outbox overflowed.",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pycrdt import Doc
+from pycrdt import Doc, get_update
 
 from chatdoc import ChatDoc
 from chatdoc.integrity import DIAGNOSTICS, INVALID_RECORDS
@@ -241,6 +241,12 @@ class Room:
             raise protocol.MalformedFrame("bad_update") from None
         finally:
             self._sender = self._received = None
+        if get_update(message.update, self.chat.get_state())[:1] != b"\x00":
+            # Part of the update waits for changes the server has not seen. In the star topology this should
+            # not happen; when it does, yrs 0.28 may integrate the sender's later updates around the gap
+            # (text lost, observers missing changes), so make it visible.
+            self.metrics.updates_held_back += 1
+            log.warning("%s: an update from %s waits for changes the server lacks", self.name, conn.origin)
         self._attribute(before, conn.origin)
         self._run_due_repairs()
 

@@ -121,3 +121,28 @@ async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_boun
                 await eventually(lambda: len(served.app.rooms["s.chat"].connections) == 2)
             expected = len(writer.chat.message_ids(thread_id))
             await eventually(lambda: len(reader.chat.message_ids(thread_id)) == expected, timeout=20)
+
+
+async def test_an_update_whose_causes_are_missing_is_held_back_and_counted(chat_dir: Path) -> None:
+    # yrs 0.28 may integrate a sender's later updates around such a gap (tests/test_convergence.py's
+    # xfails): the server cannot refuse it (a transaction cannot be undone) but makes it visible.
+    message_id = "01KEKWE4G0H4WRBYJZP2D4DPC5"
+    peer = Doc()
+    updates: list[bytes] = []
+    subscription = peer.observe(lambda event: updates.append(event.update))
+    peer.get("messages", type=Map)[message_id] = Map({"body": Text("first")})
+    body = peer.get("messages", type=Map)[message_id]["body"]
+    body.insert(len(body), " and then")  # an update that depends on the first
+    first, second = updates
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with connect(served.url("h.chat") + "?token=" + served.token("h.chat"), max_size=None) as ws:
+            await ws.send(protocol.update_message(second))
+            await eventually(lambda: served.app.metrics.updates_held_back == 1, what="the held-back update counted")
+            room = served.app.rooms["h.chat"]
+            assert message_id not in room.chat.roots["messages"]
+            await ws.send(protocol.update_message(first))
+            await eventually(lambda: message_id in room.chat.roots["messages"], what="both integrated")
+            assert str(room.chat.roots["messages"][message_id]["body"]) == "first and then"
+            assert served.app.metrics.updates_held_back == 1
+    del subscription
