@@ -294,7 +294,7 @@ def run_export(args: argparse.Namespace) -> int:
     elif args.format == "ydoc":
         output = chat.get_update()
     else:
-        from .migrate import export_legacy
+        from .export import export_legacy
 
         exported = export_legacy(chat)
         output = exported.data

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from chatdoc import ChatDoc, format_date, parse_date, reply
 from chatdoc.chatfile import dump, legacy_lines, load, parse
+from chatdoc.export import export_legacy
 from chatdoc.ids import derived_ulid, is_ulid
 from chatdoc.migrate import (
     INTERRUPTED_NOTICE,
     MigrationError,
     backup_paths,
-    export_legacy,
     migrate_bytes,
     migrate_file,
     open_chat,
