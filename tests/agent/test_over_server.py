@@ -54,6 +54,14 @@ async def person_in(server: ServerProcess) -> AsyncIterator[RoomClient]:
         yield client
 
 
+@asynccontextmanager
+async def person_with_runner(served, tmp_path: Path) -> AsyncIterator[RoomClient]:  # type: ignore[no-untyped-def]
+    """One `chatdoc agent` process on the room, and alice's client in it."""
+    start_runner(served, tmp_path)
+    async with person_in(served[0]) as client:
+        yield client
+
+
 def start_runner(served, tmp_path: Path, *args: str) -> RunnerProcess:  # type: ignore[no-untyped-def]
     """A `chatdoc agent` process on the served room, reaped with the server at the end of the test."""
     server, started = served
@@ -91,8 +99,7 @@ async def test_sigkill_the_runner_mid_turn_and_the_next_runner_recovers_it(serve
 
 async def test_sigkill_the_server_mid_turn_and_the_turn_completes_whole(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server, _ = served
-    start_runner(served, tmp_path)
-    async with person_in(server) as client:
+    async with person_with_runner(served, tmp_path) as client:
         person = client.chat
         tid, _root = await answered_thread(person, "warm up [chunks=2]")
         before = config_bytes(person, tid)
@@ -154,9 +161,7 @@ async def test_a_dropped_connection_mid_stream_loses_and_repeats_nothing(served,
 
 
 async def test_a_person_edits_name_and_colour_while_the_turn_streams(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server, _ = served
-    start_runner(served, tmp_path)
-    async with person_in(server) as client:
+    async with person_with_runner(served, tmp_path) as client:
         person = client.chat
         tid, _root = await answered_thread(person, "warm [chunks=2]")
         prompt = reply(person, tid, sender_id="alice", content="stream on [chunks=200] [delay=0.005]")
@@ -178,8 +183,7 @@ async def test_a_browser_peer_renames_interrupts_and_sends_while_the_turn_stream
     if shutil.which("node") is None or not (js / "node_modules" / "y-websocket").is_dir():
         pytest.skip("node or tests/js/node_modules/y-websocket missing: run `npm ci --prefix tests/js`")
     server, _ = served
-    start_runner(served, tmp_path)
-    async with person_in(server) as client:
+    async with person_with_runner(served, tmp_path) as client:
         person = client.chat
         tid, _root = await answered_thread(person, "warm [chunks=2]")
         session = person.thread_config(tid).acp_config.sessionId
@@ -229,9 +233,7 @@ async def test_sigterm_hands_the_running_turn_back_at_once(served, tmp_path: Pat
 
 
 async def test_several_agent_threads_stream_at_once_through_the_server(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server, _ = served
-    start_runner(served, tmp_path)
-    async with person_in(server) as client:
+    async with person_with_runner(served, tmp_path) as client:
         person = client.chat
         prompts = [f"thread {t} talks [chunks=60] [delay=0.01]" for t in range(4)]
         threads = [agent_thread(person, text) for text in prompts]
@@ -249,9 +251,7 @@ async def test_several_agent_threads_stream_at_once_through_the_server(served, t
 
 
 async def test_an_agent_crash_mid_turn_through_the_server_is_an_error_and_the_config_stays(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server, _ = served
-    start_runner(served, tmp_path)
-    async with person_in(server) as client:
+    async with person_with_runner(served, tmp_path) as client:
         person = client.chat
         tid, _root = await answered_thread(person, "warm up [chunks=2]")
         before = config_bytes(person, tid)
