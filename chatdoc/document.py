@@ -128,7 +128,10 @@ class ChatDoc:
                 self.run_repairs()
 
     def apply_update(self, update: bytes, origin: str = "remote") -> None:
-        """Apply a remote peer's update (idempotent, in any order: Yjs holds back what lacks its causes)."""
+        """Apply a remote peer's update (idempotent; updates of different peers may arrive in any order).
+
+        Keep each peer's own updates in the order it made them: yrs 0.28 integrates a peer's later update
+        around an earlier one it had to hold back (README, known limit)."""
         with self.transaction(origin):
             self.doc.apply_update(update)
 
