@@ -28,12 +28,14 @@ from .records import (
     ThreadConfigPatch,
     ThreadState,
 )
+from .migrate import migrate_file, open_chat
 from .turns import (
     append_stream,
     finalize_turn,
     interrupt_turn,
     persist_session_id,
     recover_after_restart,
+    request_interrupt,
     start_turn,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "COUNTERS", "REPAIR_ORIGIN", "AcpConfig", "AcpUsage", "ChatDoc", "ChatError", "Edit", "IntegrityReport",
     "Message", "RecordError", "Thread", "ThreadConfig", "ThreadConfigPatch", "ThreadState", "append_stream",
     "create_thread", "delete_message", "derived_ulid", "edit_message", "finalize_turn", "fork_thread",
-    "format_date", "interrupt_turn", "new_ulid", "parse_date", "patch_thread_config",
-    "persist_session_id", "recover_after_restart", "reply", "set_thread_state", "start_turn",
+    "format_date", "interrupt_turn", "migrate_file", "new_ulid", "open_chat", "parse_date",
+    "patch_thread_config", "persist_session_id", "recover_after_restart", "reply", "request_interrupt",
+    "set_thread_state", "start_turn",
 ]
