@@ -74,11 +74,6 @@ def run_generate(args: argparse.Namespace) -> int:
 # -- check -------------------------------------------------------------------------------------------
 
 
-def _check_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="a chat document (binary Yjs update)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
 def run_check(args: argparse.Namespace) -> int:
     chat = load(args.path)
     report = chat.full_check()

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-import msgspec
 from pycrdt import Doc, Map, Text
 
 from . import ystore
@@ -37,12 +36,12 @@ from .records import (
     THREAD_CONFIGS,
     THREAD_STATES,
     THREADS,
-    AcpConfig,
     DocMeta,
     Edit,
     Message,
     RecordError,
     convert,
+    decode_record,
     read_acp_config,
     Thread,
     ThreadConfig,
@@ -307,8 +306,8 @@ class ChatDoc:
         if root == THREAD_CONFIGS:
             clean["acp_config"] = read_acp_config(fields.get("acp_config"))
         try:
-            return convert({**clean, ("message_id" if root == MESSAGES else "thread_id"): record_id}, KIND_OF_ROOT[root])
-        except msgspec.ValidationError as exc:  # the view said it was fine: the record changed under us
+            return decode_record(KIND_OF_ROOT[root], record_id, clean)
+        except RecordError as exc:  # the view said it was fine: the record changed under us
             raise RecordError(f"{root}[{record_id}]: {exc}") from None
 
 
@@ -334,7 +333,7 @@ def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events:
                 touched.add(path[0])  # a field changed: re-index that one record
             # else: text streamed into a body; nothing the view or the invariants depend on
         for rid in touched:
-            record = root_map.get(tx, rid) if root_map.has(tx, rid) else None
+            record = ystore.get_record(tx, root_map, rid)
             if record is None:
                 view.remove(root, rid)
             else:

@@ -66,6 +66,3 @@ def parse_date(text: str) -> int:
 def now_ms() -> int:
     return int(datetime.now(tz=timezone.utc).timestamp() * 1000)
 
-
-def now_date() -> str:
-    return format_date(now_ms())

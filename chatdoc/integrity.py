@@ -183,9 +183,13 @@ def plan_repairs(view: ChatView, found: dict[str, set[str]], *, offline: bool = 
         plan.extend(_recreate_thread(view, tid, offline))
     for tid in sorted(found[MISSING_ROOT_MESSAGE]):
         plan.extend(_promote_root(view, tid))
+    # Replies are re-pointed only at a root that is really there. Only the threads named by a violation
+    # are looked at: a repair round costs the violations, not the document.
+    named = found[MULTI_ROOT] | {view.messages[mid].thread_id for mid in found[INVALID_REPLY_TARGETS]}
     healthy = {
-        tid for tid, t in view.threads.items()
-        if tid not in found[MISSING_ROOT_MESSAGE] and _is_root_of(view, t.root_message_id, tid)
+        tid for tid in named
+        if tid in view.threads and tid not in found[MISSING_ROOT_MESSAGE]
+        and _is_root_of(view, view.threads[tid].root_message_id, tid)
     }
     for tid in sorted(found[MULTI_ROOT] & healthy):
         root = view.threads[tid].root_message_id

@@ -16,7 +16,7 @@ from pycrdt import Map, Text
 from .document import ChatDoc
 from .ids import format_date
 from .operations import ChatError, _message_map, patch_thread_config, reply, set_thread_state
-from .records import MESSAGES, THREAD_STATES, AcpUsage, InterruptReason
+from .records import THREAD_STATES, AcpUsage, InterruptReason
 
 RESTART_NOTICE = "\n\n_(interrupted: the server restarted before this reply was finished)_"
 

@@ -65,10 +65,10 @@ def record_ids(txn: Any, root: Map) -> list[str]:
     return list(root.integrated.keys(txn))
 
 
-def get_record(txn: Any, root: Map, record_id: str) -> Any:
-    """The Rust handle stored under `record_id`, or None."""
-    integrated = root.integrated
-    return integrated.get(txn, record_id) if integrated.has(txn, record_id) else None
+def get_record(txn: Any, root: Any, record_id: str) -> Any:
+    """The Rust handle stored under `record_id` of a root map (a pycrdt Map or its Rust handle), or None."""
+    root = root if type(root) is _YMap else root.integrated
+    return root.get(txn, record_id) if root.has(txn, record_id) else None
 
 
 def root_maps(doc: Doc, names: tuple[str, ...]) -> dict[str, Map]:
