@@ -30,6 +30,7 @@ from .records import (
     THREADS,
     MapValue,
     TextValue,
+    flatten_message,
 )
 from .view import ChatView
 
@@ -356,6 +357,8 @@ def index(records: Iterable[FileRecord]) -> ChatView:
             fields = dict(fields)
             for name, kind in record.shared.items():
                 fields[name] = TextValue(fields[name]) if kind == "text" else MapValue(fields[name])
+        if fields is not None and record.root == MESSAGES:
+            fields = flatten_message(fields)
         view.upsert(record.root, record.record_id, fields)
     return view
 

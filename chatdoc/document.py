@@ -28,6 +28,8 @@ from .integrity import (
 )
 from .records import (
     EDIT_PREFIX,
+    HEAD,
+    HEAD_FIELDS,
     KIND_OF_ROOT,
     MESSAGES,
     META,
@@ -183,7 +185,8 @@ class ChatDoc:
             return [m for mid in self.view.message_ids(thread_id) if (m := self.message(mid)) is not None]
 
     def body(self, message_id: str) -> Text | None:
-        """The message's body as a live Y.Text (what an agent streams into)."""
+        """A streamed message's body as a live Y.Text (what an agent streams into); None for a message
+        sent whole (its text is in its head)."""
         record = self.roots[MESSAGES].get(message_id)
         body = record.get("body") if isinstance(record, Map) else None
         return body if isinstance(body, Text) else None
@@ -238,6 +241,8 @@ class ChatDoc:
         record = root.get(repair.record_id)
         if not isinstance(record, Map):
             return False
+        if repair.root == MESSAGES and repair.field in HEAD_FIELDS:
+            return _repair_head(record, repair)
         if repair.action == "delete":
             if repair.field not in record:
                 return False
@@ -291,7 +296,7 @@ class ChatDoc:
         with self.doc.transaction() as txn:
             tx = ystore.raw(txn)
             record = ystore.get_record(tx, self.roots[root], record_id)
-            fields = ystore.read_fields(tx, record) if record is not None else None
+            fields = ystore.read_record(tx, root, record) if record is not None else None
         if fields is None:
             return None
         bad = self.view.problems.get((root, record_id), {})
@@ -311,6 +316,23 @@ class ChatDoc:
             raise RecordError(f"{root}[{record_id}]: {exc}") from None
 
 
+def _repair_head(record: Map, repair: Repair) -> bool:
+    """Re-point (or clear) a head field: the head is rewritten whole, everything else in it kept as is.
+    Two peers making the same repair write equal heads, so whichever wins, they agree."""
+    head = record.get(HEAD)
+    if type(head) is not dict:
+        return False  # no readable head: a person must look
+    if repair.action == "delete":
+        if repair.field not in head:
+            return False
+        record[HEAD] = {k: v for k, v in head.items() if k != repair.field}
+    elif head.get(repair.field) != repair.value:
+        record[HEAD] = {**head, repair.field: repair.value}
+    else:
+        return False
+    return True
+
+
 def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events: list[Any]) -> None:
     """A deep observer of one record map: re-index the records the transaction touched, then check."""
     chat = chat_ref()
@@ -328,7 +350,7 @@ def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events:
                     if change["action"] == "delete":
                         view.remove(root, rid)
                     else:
-                        view.upsert(root, rid, ystore.read_fields(tx, change["newValue"], text=False))
+                        view.upsert(root, rid, ystore.read_record(tx, root, change["newValue"], text=False))
             elif not (root == MESSAGES and len(path) > 1 and path[1] == "body"):
                 touched.add(path[0])  # a field changed: re-index that one record
             # else: text streamed into a body; nothing the view or the invariants depend on
@@ -337,7 +359,7 @@ def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events:
             if record is None:
                 view.remove(root, rid)
             else:
-                view.upsert(root, rid, ystore.read_fields(tx, record, text=False))
+                view.upsert(root, rid, ystore.read_record(tx, root, record, text=False))
         chat._after_change()
     except BaseException as exc:  # noqa: BLE001 - must not unwind into Rust; re-raised after commit
         chat.observer_errors.append(exc)
@@ -351,7 +373,7 @@ def _index(doc: Doc, roots: dict[str, Map], view: ChatView | None = None) -> Cha
         for root in RECORD_ROOTS:
             root_map = roots[root]
             for rid in ystore.record_ids(tx, root_map):
-                view.upsert(root, rid, ystore.read_fields(tx, root_map.integrated.get(tx, rid), text=False))
+                view.upsert(root, rid, ystore.read_record(tx, root, root_map.integrated.get(tx, rid), text=False))
     return view
 
 

@@ -38,6 +38,7 @@ from .legacy import (
 )
 from .records import (
     EDIT_PREFIX,
+    HEAD,
     MESSAGES,
     SCHEMA_VERSION,
     THREAD_CONFIGS,
@@ -610,21 +611,17 @@ def _thread_records(
                               fields=_config(thread)))
     records.append(FileRecord(root=THREAD_STATES, record_id=tid, shared={}, fields=_state(thread, message_ids, thread_of, dead)))
     for _, mid, fields in sorted(messages, key=lambda m: (m[0], m[1])):
-        records.append(FileRecord(root=MESSAGES, record_id=mid, shared={"body": "text"}, fields=fields))
+        records.append(FileRecord(root=MESSAGES, record_id=mid, shared={}, fields=fields))
     return records
 
 
 def _message_fields(row: ChatRow, tid: str, reply_to: str | None, mid: str, counts: MigrationCounts) -> dict[str, Any]:
     versions = row.versions
-    fields: dict[str, Any] = {
-        "thread_id": tid,
-        "sender_id": row.sender_id,
-        "date": row.date,
-        "body": versions[0].content if versions else "",
-        **row.fields,
-    }
+    head: dict[str, Any] = {"thread_id": tid, "sender_id": row.sender_id, "date": row.date}
     if reply_to is not None:
-        fields["reply_to_message_id"] = reply_to
+        head["reply_to_message_id"] = reply_to
+    head["body"] = versions[0].content if versions else ""  # migrated text is whole: it lives in the head
+    fields: dict[str, Any] = {HEAD: head, **row.fields}
     for index, later in enumerate(versions[1:], start=1):
         edit_id = derived_ulid(later.date_ms, "legacy-edit", mid, index)
         fields[EDIT_PREFIX + edit_id] = {"author_id": later.author_id, "date": later.date, "content": later.content}

@@ -15,6 +15,7 @@ from .document import ChatDoc, init_meta
 from .ids import format_date, new_ulid, parse_date
 from .records import (
     EDIT_PREFIX,
+    HEAD,
     MESSAGES,
     SCHEMA_VERSION,
     THREAD_CONFIGS,
@@ -77,7 +78,7 @@ def reply(
         raise ChatError(f"no thread {thread_id}")
     date_ms = chat.clock() if date_ms is None else date_ms
     message_id = message_id or new_ulid(date_ms)
-    fields = _message_fields(thread_id, sender_id, format_date(date_ms), content, thread.root_message_id)
+    fields = _message_fields(thread_id, sender_id, format_date(date_ms), content, thread.root_message_id, streamed=generating)
     if generating:
         fields["generating"] = True
     with chat.transaction("chatdoc.reply"):
@@ -208,11 +209,17 @@ def set_thread_state(
         record["updated_at"] = format_date(chat.clock())
 
 
-def _message_fields(thread_id: str, sender_id: str, date: str, content: str, reply_to: str | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {"thread_id": thread_id, "sender_id": sender_id, "date": date, "body": Text(content)}
+def _message_fields(
+    thread_id: str, sender_id: str, date: str, content: str, reply_to: str | None, *, streamed: bool = False
+) -> dict[str, Any]:
+    """A new message map's entries: the head, and for a streamed reply its body as a Y.Text."""
+    head: dict[str, Any] = {"thread_id": thread_id, "sender_id": sender_id, "date": date}
     if reply_to is not None:
-        fields["reply_to_message_id"] = reply_to
-    return fields
+        head["reply_to_message_id"] = reply_to
+    if not streamed:
+        head["body"] = content
+        return {HEAD: head}
+    return {HEAD: head, "body": Text(content)}
 
 
 def _message_map(chat: ChatDoc, message_id: str) -> Map:

@@ -14,6 +14,7 @@ import msgspec
 from pycrdt import Map, Text
 
 from .document import ChatDoc
+from .ystore import message_head
 from .ids import format_date
 from .operations import ChatError, _message_map, patch_thread_config, reply, set_thread_state
 from .records import THREAD_STATES, AcpUsage, InterruptReason
@@ -128,7 +129,7 @@ def persist_session_id(chat: ChatDoc, thread_id: str, session_id: str, *, by: st
 
 
 def _settle_state(chat: ChatDoc, record: Map, message_id: str, state: str) -> None:
-    thread_id = record.get("thread_id")
+    thread_id = message_head(record).get("thread_id")
     states = chat.roots[THREAD_STATES]
     current = states.get(thread_id) if isinstance(thread_id, str) else None
     if isinstance(current, Map) and current.get("active_message_id") == message_id:

@@ -14,7 +14,7 @@ from pycrdt import Doc, Map, Text
 from pycrdt._pycrdt import Map as _YMap  # noqa: PLC2701 - the Rust handle behind pycrdt.Map
 from pycrdt._pycrdt import Text as _YText
 
-from .records import YTEXT, MapValue, TextValue
+from .records import HEAD, MESSAGES, YTEXT, MapValue, TextValue, flatten_message
 
 
 def raw(txn: Any) -> Any:
@@ -61,6 +61,13 @@ def read_fields(txn: Any, record: Any, *, text: bool = True) -> dict[str, Any] |
 _PLAIN = frozenset({str, float, int, bool, type(None), dict, list})
 
 
+def read_record(txn: Any, root: str, record: Any, *, text: bool = True) -> dict[str, Any] | None:
+    """One record's fields as the read model names them (a message's head fields beside the others),
+    or None when the value is not a Y.Map at all."""
+    fields = read_fields(txn, record, text=text)
+    return flatten_message(fields) if root == MESSAGES and fields is not None else fields
+
+
 def record_ids(txn: Any, root: Map) -> list[str]:
     return list(root.integrated.keys(txn))
 
@@ -73,3 +80,9 @@ def get_record(txn: Any, root: Any, record_id: str) -> Any:
 
 def root_maps(doc: Doc, names: tuple[str, ...]) -> dict[str, Map]:
     return {name: doc.get(name, type=Map) for name in names}
+
+
+def message_head(record: Any) -> dict[str, Any]:
+    """A message map's head (thread, sender, date, reply target, sent text), or {} when it has none."""
+    head = record.get(HEAD) if isinstance(record, Map) else None
+    return head if type(head) is dict else {}

@@ -27,6 +27,7 @@ from pycrdt import Map
 from chatdoc.document import ChatDoc
 from chatdoc.ids import derived_ulid, format_date, parse_date
 from chatdoc.operations import set_thread_state
+from chatdoc.ystore import message_head
 from chatdoc.records import MESSAGES, THREAD_STATES, AcpUsage, Message
 from chatdoc.turns import (
     append_stream,
@@ -129,7 +130,7 @@ def finalize(
             return Write.LOST
         if not record.get("generating"):
             return Write.REFUSED  # interrupted meanwhile: the interrupt's stamp stands
-        thread_id = record.get("thread_id")
+        thread_id = message_head(record).get("thread_id")
         finalize_turn(chat, reply_id, usage=usage, acp_thread_id=session_id)
         record.pop("acp_lease_until", None)
         if persist_session:
@@ -161,7 +162,7 @@ def interrupt(
             return Write.LOST
         if record.get("acp_interrupted") or not record.get("generating"):
             return Write.REFUSED
-        thread_id = record.get("thread_id")
+        thread_id = message_head(record).get("thread_id")
         if error is None:
             interrupt_turn(chat, reply_id, reason="interrupt", text=text)
         else:
