@@ -41,7 +41,8 @@ IMPORT_ORIGIN = "chatdoc.import"
 FileKind = Literal["v2", "legacy", "ydoc", "empty", "unknown"]
 SharedKind = Literal["text", "map"]
 
-# How the schema stores fields that are not plain JSON values (the rest are plain).
+# How the schema stores fields that are not plain JSON values (the rest are plain). A message's `head` is
+# one plain object (its text inside when sent whole); only a streamed reply has a `body` beside it, a Y.Text.
 STORAGE: dict[str, dict[str, SharedKind]] = {
     MESSAGES: {"body": "text"},
     THREADS: {},
@@ -371,7 +372,8 @@ def import_file(chat: ChatDoc, chat_file: ChatFile, *, origin: str = IMPORT_ORIG
 
     A record the document lacks is created. An existing record map is never replaced (that would discard
     concurrent edits, FACTS.md section 3): each field the file names is written only if its value differs,
-    a text body by replacing only the part that differs, an `acp_config` key by key. Fields the file does
+    a streamed reply's Y.Text body by replacing only the part that differs, a message's head (one plain
+    value, text included when sent whole) whole, an `acp_config` key by key. Fields the file does
     not name are left alone, so a stale copy never removes anything, and since ids are keys it cannot
     duplicate anything either. Importing what the document already holds writes nothing at all."""
     stats = ImportStats()

@@ -85,8 +85,15 @@ class Invariants:
 
     def check(self, messages: set[str], threads: set[str]) -> bool:
         """Check these messages and threads. Returns whether any violation is present now."""
-        for mid in messages:
-            self._check_message(mid)
+        # Most of the document (opening it, a full check): find same-moment messages in one pass per
+        # thread rather than one lookup per message.
+        whole = len(messages) > _WHOLE and 2 * len(messages) > len(self.view.messages)
+        if whole:
+            self.found[DUPLICATE_DATE_ROWS] = self.view.all_same_moments()
+        else:
+            for mid in messages:
+                self._check_same_moment(mid)
+        self._check_messages(messages)
         for tid in threads:
             self._check_thread(tid)
         return any(self.found.values()) or bool(self.view.problems)
@@ -94,23 +101,32 @@ class Invariants:
     def report(self) -> IntegrityReport:
         offenders = {name: ids for name, ids in self.found.items()}
         offenders[INVALID_RECORDS] = {f"{root}:{rid}" for root, rid in self.view.problems}
-        offenders[DUPLICATE_DATE_ROWS] = set().union(*self.view.duplicate_groups())
         return IntegrityReport(
             counts={name: len(offenders[name]) for name in COUNTERS},
             examples={name: sorted(offenders[name])[:EXAMPLES] for name in COUNTERS},
         )
 
-    def _check_message(self, mid: str) -> None:
-        self.found[ORPHAN_MESSAGES].discard(mid)
-        self.found[INVALID_REPLY_TARGETS].discard(mid)
-        row = self.view.messages.get(mid)
-        if row is None:
-            return
-        thread = self.view.threads.get(row.thread_id)
-        if thread is None:
-            self.found[ORPHAN_MESSAGES].add(mid)
-        elif row.reply_to is not None and row.reply_to != thread.root_message_id:
-            self.found[INVALID_REPLY_TARGETS].add(mid)
+    def _check_same_moment(self, mid: str) -> None:
+        duplicates = self.found[DUPLICATE_DATE_ROWS]
+        duplicates.discard(mid)
+        if mid in self.view.messages and len(same := self.view.same_moment(mid)) > 1:
+            duplicates.update(same)
+
+    def _check_messages(self, messages: set[str]) -> None:
+        """Orphans and reply targets: one loop, as it runs over every message when a document opens."""
+        orphans, bad_targets = self.found[ORPHAN_MESSAGES], self.found[INVALID_REPLY_TARGETS]
+        orphans.difference_update(messages)
+        bad_targets.difference_update(messages)
+        rows, threads = self.view.messages, self.view.threads
+        for mid in messages:
+            row = rows.get(mid)
+            if row is None:
+                continue
+            thread = threads.get(row.thread_id)
+            if thread is None:
+                orphans.add(mid)
+            elif row.reply_to is not None and row.reply_to != thread.root_message_id:
+                bad_targets.add(mid)
 
     def _check_thread(self, tid: str) -> None:
         for name in (MULTI_ROOT, MISSING_ROOT_MESSAGE, MISSING_THREAD_CONFIG, FINALIZE_MISMATCH):
@@ -136,7 +152,8 @@ class Invariants:
                 self.found[FINALIZE_MISMATCH].add(tid)
 
 
-_DERIVED = frozenset({INVALID_RECORDS, DUPLICATE_DATE_ROWS})  # computed from the view at report time
+_DERIVED = frozenset({INVALID_RECORDS})  # computed from the view at report time
+_WHOLE = 1000  # messages checked at once above which same-moment messages are found in one pass
 
 
 def full_check(view: ChatView) -> IntegrityReport:

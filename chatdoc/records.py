@@ -7,7 +7,9 @@ SCHEMA.md is the same contract in prose, for clients in other languages.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -270,20 +272,42 @@ FIELDS_OF_ROOT = {
 }
 
 
-def _strict_decoder(kind: type[Struct]) -> Any:
-    """Validate a record's stored fields against `kind` minus its id and derived fields (a twin type
-    made once), after `from_yjs`."""
-    derived = ("message_id", "history") if kind is Message else ("thread_id",)
-    stored = msgspec.defstruct(
+def _as_stored(kind: Any) -> Any:
+    """The type that accepts what Yjs hands back for `kind`: an integer field accepts an integral float
+    (`2.0`) and nothing else an int would not (msgspec refuses `true` and `"2"` for a float), so a stored
+    record validates in one call, without first rewriting its numbers (`from_yjs`)."""
+    if kind is int:
+        return Annotated[float, Meta(multiple_of=1)]
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is Annotated and args[0] is int:
+        bounds = {k: getattr(m, k) for m in args[1:] for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
+        return Annotated[float, Meta(multiple_of=1, **bounds)]
+    if origin in (Union, UnionType):
+        return Union[tuple(_as_stored(arg) for arg in args)]  # noqa: UP007 - built from a tuple
+    if isinstance(kind, type) and issubclass(kind, Struct):
+        return _stored_struct(kind, ())
+    return kind
+
+
+def _stored_struct(kind: type[Struct], derived: tuple[str, ...]) -> type[Struct]:
+    """`kind` minus its id and derived fields, as stored in Yjs (see `_as_stored`)."""
+    config = kind.__struct_config__
+    return msgspec.defstruct(
         f"Stored{kind.__name__}",
-        [(f.name, f.type) if f.required else (f.name, f.type, f.default)
+        [(f.name, _as_stored(f.type)) if f.required else (f.name, _as_stored(f.type), f.default)
          for f in msgspec.structs.fields(kind) if f.name not in derived],
         kw_only=True,
-        forbid_unknown_fields=True,
+        forbid_unknown_fields=config.forbid_unknown_fields,
     )
 
+
+def _strict_decoder(kind: type[Struct]) -> Any:
+    """Validate a record's stored fields against `kind` minus its id and derived fields (a twin type
+    made once)."""
+    stored = _stored_struct(kind, ("message_id", "history") if kind is Message else ("thread_id",))
+
     def validate(fields: dict[str, Any]) -> None:
-        msgspec.convert(from_yjs(fields), stored)
+        msgspec.convert(fields, stored)
 
     return validate
 
@@ -336,9 +360,12 @@ def record_is_valid(root: str, fields: dict[str, Any]) -> bool:
     """Whether a stored record (as read with bodies unread) is well shaped and well typed, in one
     msgspec call. False sends the record down the field-by-field path (`field_problem`), which says
     what is wrong; records with edits take that path too, being rarer."""
-    if fields.keys() - FIELDS_OF_ROOT[root]:
-        return False
     plain = fields
+    extra = fields.keys() - FIELDS_OF_ROOT[root]
+    if extra:
+        if root != MESSAGES or not _valid_edits(fields, extra):
+            return False
+        plain = {k: v for k, v in fields.items() if k not in extra}
     for name in TEXT_FIELDS.get(root, ()):
         value = fields.get(name)
         if value is YTEXT or type(value) is TextValue:
@@ -380,6 +407,44 @@ def flatten_message(stored: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# A head's types without the patterns: ids and dates are checked apart, in bulk (see `all_valid_heads`).
+_SentHead = msgspec.defstruct(
+    "SentHead",
+    [(name, str) for name in sorted(REQUIRED[MESSAGES])] + [("reply_to_message_id", str | None, None)],
+    kw_only=True,
+    forbid_unknown_fields=True,
+    gc=False,
+)
+_ULID_LINES = re.compile(f"(?:{ULID_PATTERN[1:-1]}\n)*{ULID_PATTERN[1:-1]}")
+_DATE_LINES = re.compile(f"(?:{DATE_PATTERN[1:-1]}\n)*{DATE_PATTERN[1:-1]}")
+_ULID = re.compile(ULID_PATTERN)
+
+
+def all_valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]) -> bool:
+    """Whether every (message id, head) of a batch is a well-formed message sent whole (a head and
+    nothing else): what `record_is_valid` says of each, in a few C-level calls for the batch. Thread and
+    reply ids repeat, so each distinct one is checked once and remembered in `valid_ids`. False says
+    nothing about which: ask `field_problem`."""
+    if not batch:
+        return True
+    heads = [head for _, head in batch]
+    try:
+        msgspec.convert(heads, list[_SentHead])
+    except msgspec.ValidationError:
+        return False
+    for head in heads:
+        for name in ("thread_id", "reply_to_message_id"):
+            value = head.get(name)
+            if value is not None and value not in valid_ids:
+                if _ULID.match(value) is None:
+                    return False
+                valid_ids.add(value)
+    return (
+        _ULID_LINES.fullmatch("\n".join([mid for mid, _ in batch])) is not None
+        and _DATE_LINES.fullmatch("\n".join([head["date"] for head in heads])) is not None
+    )
+
+
 def _message_layout_problem(field: str, value: object) -> str | None:
     if field.startswith(EDIT_PREFIX):
         return _edit_problem(field, value)
@@ -395,6 +460,21 @@ def _message_layout_problem(field: str, value: object) -> str | None:
         name = field[: -len(OUTSIDE_HEAD)]
         return f"{name!r} belongs in the head" + (" (or is a Y.Text)" if name == "body" else "")
     return f"unknown field {field!r}"
+
+
+def _valid_edits(fields: dict[str, Any], keys: set[str]) -> bool:
+    """Whether `keys` are all well-formed edits of a message (one msgspec call for them all)."""
+    edits = []
+    for key in keys:
+        value = fields[key]
+        if not key.startswith(EDIT_PREFIX) or type(value) is not dict:
+            return False
+        edits.append({**value, "edit_id": key[len(EDIT_PREFIX):]})
+    try:
+        msgspec.convert(edits, list[Edit])
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def _edit_problem(key: str, value: object) -> str | None:

@@ -20,9 +20,12 @@ from .records import (
     THREAD_CONFIGS,
     THREAD_STATES,
     THREADS,
+    all_valid_heads,
     field_problem,
     record_is_valid,
 )
+
+BATCH = 1024  # heads validated per msgspec call: large enough to amortise it, small to redo on failure
 
 
 class MessageRow(msgspec.Struct, gc=False):
@@ -68,16 +71,14 @@ class ChatView:
     by_thread: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # sorted (date, id)
     roots_by_thread: dict[str, set[str]] = field(default_factory=dict)
     unsorted: set[str] = field(default_factory=set)  # threads whose by_thread list needs a sort
-    # Messages by (thread, date, sender): the one message of each moment, and the groups of two or more
-    # (kept apart so that a report costs the duplicates, not the document).
-    moment_one: dict[tuple[str, str, str], str] = field(default_factory=dict)
-    moment_many: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
     thread_order: list[tuple[str, str]] = field(default_factory=list)  # sorted (created_at, thread_id)
     # What changed since the invariants last looked: messages, thread aggregates (members, config,
     # state), and thread records (whose root decides every member's reply target).
     dirty_messages: set[str] = field(default_factory=set)
     dirty_threads: set[str] = field(default_factory=set)
     dirty_thread_records: set[str] = field(default_factory=set)
+    _strings: dict[str, str] = field(default_factory=dict)  # one object per distinct id or sender
+    _valid_ids: set[str] = field(default_factory=set)  # thread and reply ids whose form was checked
 
     # -- upkeep ------------------------------------------------------------------------------------
 
@@ -95,7 +96,9 @@ class ChatView:
                 return
             ok = {f: v for f, v in fields.items() if f not in problems}
         if root == MESSAGES:
-            self._add_message(record_id, ok)
+            self._add_message(
+                record_id, ok, bool(ok.get("generating")), bool(ok.get("acp_interrupted")), ok.get("deleted_at") is not None
+            )
         elif root == THREADS:
             self._add_thread(record_id, ok)
         elif root == THREAD_CONFIGS:
@@ -158,34 +161,127 @@ class ChatView:
     def thread_ids(self) -> list[str]:
         return [tid for _, tid in self.thread_order]
 
-    def duplicate_groups(self) -> list[set[str]]:
-        return list(self.moment_many.values())
+    def all_same_moments(self) -> set[str]:
+        """Every message that shares its thread, date and sender with another, found in one pass over
+        each thread's order (what a full check uses instead of asking `same_moment` per message)."""
+        found: set[str] = set()
+        rows = self.messages
+        for tid in self.by_thread:
+            order = self._ordered(tid)
+            i, n = 0, len(order)
+            while i < n - 1:
+                if order[i][0] != order[i + 1][0]:
+                    i += 1
+                    continue
+                j = i + 1
+                while j < n and order[j][0] == order[i][0]:
+                    j += 1
+                by_sender: dict[str, list[str]] = {}
+                for _, mid in order[i:j]:
+                    by_sender.setdefault(rows[mid].sender_id, []).append(mid)
+                for group in by_sender.values():
+                    if len(group) > 1:
+                        found.update(group)
+                i = j
+        return found
+
+    def same_moment(self, mid: str) -> list[str]:
+        """The messages of `mid`'s thread with its date and sender, itself included (two or more: the
+        legacy format would have confused them). Found beside it in the thread's (date, id) order."""
+        row = self.messages[mid]
+        order = self._ordered(row.thread_id)
+        date = row.date
+        i = bisect_left(order, (date, mid))
+        if not ((i > 0 and order[i - 1][0] == date) or (i + 1 < len(order) and order[i + 1][0] == date)):
+            return [mid]  # the common case: nobody else in this millisecond
+        while i > 0 and order[i - 1][0] == date:
+            i -= 1
+        same = []
+        while i < len(order) and order[i][0] == date:
+            other = order[i][1]
+            if self.messages[other].sender_id == row.sender_id:
+                same.append(other)
+            i += 1
+        return same
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _add_message(self, mid: str, f: dict[str, Any]) -> None:
-        tid, date, sender, reply_to = f["thread_id"], f["date"], f["sender_id"], f.get("reply_to_message_id")
-        self.messages[mid] = MessageRow(
-            mid, tid, sender, date, reply_to,
-            bool(f.get("generating")), bool(f.get("acp_interrupted")), f.get("deleted_at") is not None,
-        )
+    def add_messages(
+        self, heads: list[tuple[str, dict[str, Any]]], others: list[tuple[str, dict[str, Any]]], *, fresh: bool
+    ) -> None:
+        """Index many messages at once (opening a document): `heads`, messages that hold nothing but a
+        head, are validated a batch per msgspec call and their rows built in one loop; `others` (their
+        fields flattened) one record_is_valid call each. Whatever fails validation goes through
+        `upsert`, which finds and names each problem. `fresh`: none of them is in the view yet."""
+        for mid, fields in others:
+            if not (fresh and is_ulid(mid) and record_is_valid(MESSAGES, fields)):
+                self.upsert(MESSAGES, mid, fields)
+            else:
+                self._add_message(
+                    mid, fields, bool(fields.get("generating")), bool(fields.get("acp_interrupted")),
+                    fields.get("deleted_at") is not None, bulk=True,
+                )
+        for start in range(0, len(heads), BATCH):
+            batch = heads[start:start + BATCH]
+            if not all_valid_heads(batch, self._valid_ids):
+                for mid, head in batch:
+                    self.upsert(MESSAGES, mid, head)
+                continue
+            if not fresh:
+                for mid, _ in batch:
+                    self.remove(MESSAGES, mid)
+            self._add_sent(batch)
+
+    def _add_sent(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        """`_add_message` for validated heads, inlined: this loop runs 100,000 times on open."""
+        rows, by_thread, unsorted, roots = self.messages, self.by_thread, self.unsorted, self.roots_by_thread
+        intern = self._strings.setdefault
+        for mid, head in batch:
+            tid = head["thread_id"]
+            tid = intern(tid, tid)
+            sender = head["sender_id"]
+            sender = intern(sender, sender)
+            reply_to = head.get("reply_to_message_id")
+            date = head["date"]
+            if reply_to is not None:
+                reply_to = intern(reply_to, reply_to)
+            else:
+                roots.setdefault(tid, set()).add(mid)
+            rows[mid] = MessageRow(mid, tid, sender, date, reply_to, False, False, False)
+            order = by_thread.get(tid)
+            if order is None:
+                by_thread[tid] = [(date, mid)]
+            else:
+                order.append((date, mid))
+            unsorted.add(tid)  # sorted once, on the first read (a sorted list sorts in one pass)
+        self.dirty_messages.update([mid for mid, _ in batch])
+        self.dirty_threads.update(unsorted)
+
+    def _add_message(
+        self, mid: str, f: dict[str, Any], generating: bool, interrupted: bool, deleted: bool, *, bulk: bool = False
+    ) -> None:
+        # Ids and senders repeat across a thread: one string object each, not one per message.
+        intern = self._strings.setdefault
+        tid = intern(f["thread_id"], f["thread_id"])
+        sender = intern(f["sender_id"], f["sender_id"])
+        reply_to = f.get("reply_to_message_id")
+        if reply_to is not None:
+            reply_to = intern(reply_to, reply_to)
+        date = f["date"]
+        self.messages[mid] = MessageRow(mid, tid, sender, date, reply_to, generating, interrupted, deleted)
+        key = (date, mid)
         order = self.by_thread.get(tid)
         if order is None:
-            self.by_thread[tid] = [(date, mid)]
+            self.by_thread[tid] = [key]
+        elif order[-1] < key:
+            order.append(key)
+        elif bulk or tid in self.unsorted:  # opening a document: sort once, on the first read
+            order.append(key)
+            self.unsorted.add(tid)
         else:
-            if order[-1] > (date, mid):  # out of order (opening a document): sort on first read
-                self.unsorted.add(tid)
-            order.append((date, mid))
+            insort(order, key)
         if reply_to is None:
             self.roots_by_thread.setdefault(tid, set()).add(mid)
-        moment = (tid, date, sender)
-        many = self.moment_many.get(moment)
-        if many is not None:
-            many.add(mid)
-        elif moment in self.moment_one:
-            self.moment_many[moment] = {self.moment_one.pop(moment), mid}
-        else:
-            self.moment_one[moment] = mid
         self.dirty_messages.add(mid)
         self.dirty_threads.add(tid)
 
@@ -205,15 +301,12 @@ class ChatView:
             roots.discard(row.message_id)
             if not roots:
                 del self.roots_by_thread[tid]
-        moment = (tid, row.date, row.sender_id)
-        many = self.moment_many.get(moment)
-        if many is not None:
-            many.discard(row.message_id)
-            if len(many) == 1:
-                self.moment_one[moment] = many.pop()
-                del self.moment_many[moment]
-        elif self.moment_one.get(moment) == row.message_id:
-            del self.moment_one[moment]
+        if order:  # messages of the same moment are checked again: one fewer may leave them alone
+            order = self._ordered(tid)
+            i = bisect_left(order, (row.date, ""))
+            while i < len(order) and order[i][0] == row.date:
+                self.dirty_messages.add(order[i][1])
+                i += 1
         self.dirty_threads.add(tid)
 
     def _add_thread(self, tid: str, f: dict[str, Any]) -> None:

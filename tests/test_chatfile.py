@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text
 
-from chatdoc import ChatDoc, create_thread, edit_message, patch_thread_config, reply
+from chatdoc import (
+    ChatDoc,
+    create_thread,
+    edit_message,
+    finalize_turn,
+    patch_thread_config,
+    reply,
+    start_turn,
+)
 from chatdoc.chatfile import (
     LEGACY_ROOT,
     ChatFileError,
@@ -24,7 +32,7 @@ from chatdoc.chatfile import (
 )
 from chatdoc.generate import generate
 from chatdoc.ids import new_ulid
-from chatdoc.records import MESSAGES, META, THREAD_CONFIGS, THREADS
+from chatdoc.records import HEAD, MESSAGES, META, THREAD_CONFIGS, THREADS
 
 
 def records_of(chat: ChatDoc) -> dict:
@@ -35,10 +43,13 @@ def records_of(chat: ChatDoc) -> dict:
 
 
 def a_chat() -> ChatDoc:
+    """Both ways a message is stored: people's messages are sent whole (the text in the head), the agent's
+    reply is streamed (its text a Y.Text beside the head)."""
     chat = ChatDoc(clock=Clock())
     tid, _ = create_thread(chat, sender_id="alice", content="Fix the flaky test?",
                               config={"name": "CI", "pin": True, "acp_config": {"model": "gpt-5.3-codex"}})
-    mid = reply(chat, tid, sender_id="gpt-5.3-codex", content="Looking — ünïcode 😀 ok")
+    mid = start_turn(chat, tid, agent_id="gpt-5.3-codex", content="Looking — ünïcode 😀 ok")
+    finalize_turn(chat, mid)
     edit_message(chat, mid, author_id="gpt-5.3-codex", content="Fixed.")
     create_thread(chat, sender_id="bob", content="lunch?")
     return chat
@@ -58,8 +69,11 @@ def test_lines_are_sorted_compact_json_meta_first_then_each_thread_in_order() ->
     ]
     for raw in data.splitlines():
         assert raw == msgspec.json.encode(msgspec.json.decode(raw), order="sorted")
-    message = lines[5]
-    assert message["body"] == "Looking — ünïcode 😀 ok" and any(k.startswith("edit:") for k in message)
+    root, answer = lines[4], lines[5]
+    assert root[HEAD] == {"thread_id": lines[1]["thread_id"], "sender_id": "alice", "date": root[HEAD]["date"],
+                          "body": "Fix the flaky test?"} and "body" not in root  # sent whole
+    assert answer["body"] == "Looking — ünïcode 😀 ok" and "body" not in answer[HEAD]  # streamed: a Y.Text
+    assert answer[HEAD]["reply_to_message_id"] == root["message_id"] and any(k.startswith("edit:") for k in answer)
     assert lines[2]["acp_config"] == {"model": "gpt-5.3-codex"} and lines[2]["pin"] is True
     assert lines[0]["schema_version"] == 2  # an integer again, though Yjs hands back 2.0
 
@@ -68,6 +82,8 @@ def test_loading_and_saving_is_byte_identical_and_keeps_every_record_as_stored()
     for seed in range(3):
         original = generate(threads=6, messages=80, agent_threads=2, seed=seed)
         data = dump(original)
+        messages = [msgspec.json.decode(line) for line in data.splitlines() if b'"type":"message"' in line]
+        assert any("body" in m for m in messages) and any("body" in m[HEAD] for m in messages)  # both kinds
         loaded = load(data)
         assert dump(loaded) == data
         assert records_of(loaded) == records_of(original)
@@ -77,20 +93,29 @@ def test_loading_and_saving_is_byte_identical_and_keeps_every_record_as_stored()
 def test_damaged_records_are_written_exactly_and_come_back_exactly() -> None:
     chat = a_chat()
     tid = chat.thread_ids()[0]
-    bad_key, no_body, plain_body, orphan, not_a_map = "legacy-1", new_ulid(), new_ulid(), new_ulid(), new_ulid()
+    bad_key, no_body, plain_body, map_head, twice, outside, flat, orphan, not_a_map = (
+        "legacy-1", *(new_ulid() for _ in range(8)))
+    head = {"thread_id": tid, "sender_id": "x", "date": "2026-01-10T12:00:00.000Z"}
     with chat.transaction("test.damage"):
         messages = chat.roots[MESSAGES]
-        messages[bad_key] = Map({"thread_id": tid, "sender_id": "x", "date": "2026-01-10T12:00:00.000Z", "body": Text("k")})
-        messages[no_body] = Map({"thread_id": tid, "sender_id": "x", "date": "2026-01-10T12:00:00.000Z"})
-        messages[plain_body] = Map({"thread_id": tid, "sender_id": "x", "date": "2026-01-10T12:00:00.000Z", "body": "plain"})
-        messages[orphan] = Map({"thread_id": new_ulid(), "sender_id": "x", "date": "2026-01-10T12:00:00.000Z", "body": Text("o")})
+        messages[bad_key] = Map({HEAD: {**head, "body": "k"}})
+        messages[no_body] = Map({HEAD: head})
+        messages[plain_body] = Map({HEAD: head, "body": "plain"})  # a body beside the head must be a Y.Text
+        messages[map_head] = Map({HEAD: Map({**head, "body": "m"})})  # the head must be one plain object
+        messages[twice] = Map({HEAD: {**head, "body": "t"}, "body": Text("t")})
+        messages[outside] = Map({HEAD: {**head, "body": "o"}, "thread_id": tid})
+        messages[flat] = Map({**head, "body": Text("the layout before heads")})
+        messages[orphan] = Map({HEAD: {**head, "thread_id": new_ulid(), "body": "o"}})
         messages[not_a_map] = Text("just text")
         chat.roots[THREAD_CONFIGS][tid]["acp_config"] = {"model": "as a plain object"}  # a peer's mistake
         chat.roots[THREADS][new_ulid()] = "not a map"
         chat.roots[META]["note"] = 1.0
     data = dump(chat)
-    quarantined = [msgspec.json.decode(line) for line in data.splitlines() if b'"type":"quarantined"' in line]
-    assert {q["id"] for q in quarantined} >= {bad_key, no_body, plain_body, orphan, not_a_map, tid}
+    quarantined = {q["id"]: q for q in map(msgspec.json.decode, data.splitlines()) if q["type"] == "quarantined"}
+    assert quarantined.keys() >= {bad_key, no_body, plain_body, map_head, twice, outside, flat, orphan, not_a_map, tid}
+    # Each names how its fields are stored, so the same shared types come back.
+    assert quarantined[plain_body]["value"]["body"] == "plain" and "shared" not in quarantined[plain_body]
+    assert quarantined[map_head]["shared"] == {HEAD: "map"} and quarantined[twice]["shared"] == {"body": "text"}
     loaded = load(data)
     assert dump(loaded) == data
     assert records_of(loaded) == records_of(chat)
@@ -173,6 +198,7 @@ def test_a_body_changed_in_the_file_replaces_only_the_middle_so_concurrent_appen
     chat = a_chat()
     tid = chat.thread_ids()[0]
     mid = chat.message_ids(tid)[1]
+    assert chat.body(mid) is not None  # the streamed reply: its body is a Y.Text
     agent = ChatDoc()
     agent.apply_update(chat.get_update())
     fixed = load(dump(chat))
@@ -189,6 +215,30 @@ def test_a_body_changed_in_the_file_replaces_only_the_middle_so_concurrent_appen
     import_file(chat, parse(dump(fixed)))
     sync(chat, agent)
     assert chat.message(mid).body == "Looking, — ünïcode 😀 OK …and more"
+
+
+def test_a_body_sent_whole_changed_in_the_file_rewrites_the_head_and_nothing_else() -> None:
+    chat = a_chat()
+    tid = chat.thread_ids()[0]
+    mid = chat.message_ids(tid)[0]
+    edit_message(chat, mid, author_id="alice", content="Fix the flaky test, please?")
+    peer = ChatDoc()
+    peer.apply_update(chat.get_update())
+    fixed = load(dump(chat))
+    record = fixed.roots[MESSAGES][mid]
+    with fixed.transaction("test.fix-typo"):
+        record[HEAD] = {**record[HEAD], "body": "Fix the flaky tests?"}
+    edit_message(peer, mid, author_id="bob", content="Which test?")  # meanwhile, on another peer
+    before = chat.roots[MESSAGES][mid].to_py()
+    stats = import_file(chat, parse(dump(fixed)))
+    assert (stats.records_created, stats.fields_written) == (0, 1)  # one value: the head, rewritten whole
+    assert chat.roots[MESSAGES][mid].to_py() == {**before, HEAD: {**before[HEAD], "body": "Fix the flaky tests?"}}
+    sync(chat, peer)
+    message = chat.message(mid)
+    assert message.body == "Fix the flaky tests?" and chat.body(mid) is None  # no Y.Text body appeared
+    assert {e.content for e in message.history} == {"Fix the flaky test, please?", "Which test?"}
+    assert chat.message_ids(tid) == peer.message_ids(tid) and len(chat.roots[MESSAGES]) == 3
+    assert chat.full_check().clean and dump(chat) == dump(peer)
 
 
 def test_legacy_lines_live_in_their_own_root_map_keyed_by_line_and_hash() -> None:

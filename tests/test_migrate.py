@@ -16,10 +16,20 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from conftest import Clock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatdoc import ChatDoc, format_date, parse_date, reply
+from chatdoc import (
+    ChatDoc,
+    append_stream,
+    create_thread,
+    finalize_turn,
+    format_date,
+    parse_date,
+    reply,
+    start_turn,
+)
 from chatdoc.chatfile import dump, legacy_lines, load, parse
 from chatdoc.export import export_legacy
 from chatdoc.ids import derived_ulid, is_ulid
@@ -263,6 +273,20 @@ def test_damaged_lines_are_quarantined_verbatim_never_dropped() -> None:
     assert raws[5] == data.decode().splitlines()[-1]
 
 
+def test_migrated_messages_are_sent_whole_with_their_text_in_the_head() -> None:
+    data = lines_of(chat_row(T0, content="hello"),
+                    chat_row(at(1), "gpt-5.3-codex", "half a reply", reply_to=T0, generating=True))
+    migration = migrate_bytes(data)
+    lines = [msgspec.json.decode(line) for line in migration.data.splitlines()]
+    messages = [line for line in lines if line["type"] == "message"]
+    assert [m["head"]["body"] for m in messages] == ["hello", "half a reply"]
+    assert not any("body" in m for m in messages)  # no Y.Text: even the dead turn will never stream again
+    chat = load(migration.data)
+    root, turn = chat.messages(chat.thread_ids()[0])
+    assert (root.body, turn.body, turn.acp_interrupted) == ("hello", "half a reply", True)
+    assert chat.body(root.message_id) is None and chat.body(turn.message_id) is None
+
+
 def test_a_file_without_any_message_still_migrates() -> None:
     migration = migrate_bytes(lines_of({"event": "draft", "sender_id": ALICE, "date": 0, "input": "x"}))
     assert migration.report.counts.threads == 0 and load(migration.data).full_check().clean
@@ -332,8 +356,8 @@ def test_rollback_refuses_to_lose_changes_made_after_the_migration(tmp_path: Pat
 
 def test_nothing_is_written_when_the_result_would_not_pass_the_integrity_check(tmp_path: Path) -> None:
     good = migrate_bytes(lines_of(chat_row(T0))).data
-    orphan = {"type": "message", "message_id": derived_ulid(1, "m"), "thread_id": derived_ulid(1, "gone"),
-              "sender_id": "x", "date": T0, "body": "orphan"}
+    orphan = {"type": "message", "message_id": derived_ulid(1, "m"),
+              "head": {"thread_id": derived_ulid(1, "gone"), "sender_id": "x", "date": T0, "body": "orphan"}}
     broken = good + msgspec.json.encode(orphan) + b"\n"
     path = tmp_path / "broken.chat"
     path.write_bytes(broken)
@@ -385,6 +409,22 @@ def test_export_to_legacy_round_trips_the_messages() -> None:
     assert [(m.sender_id, m.date, m.content, [e.content for e in m.history]) for t in again.thread_ids()
             for m in again.messages(t)] == [(ALICE, T0, "hello", []), (BOB, at(1), "v2", ["v2"])]
     assert again.thread_config(again.thread_ids()[0]).name == "topic"
+
+
+def test_export_reads_streamed_and_whole_messages_alike() -> None:
+    chat = ChatDoc(clock=Clock())
+    tid, _ = create_thread(chat, sender_id=ALICE, content="run the tests")
+    turn = start_turn(chat, tid, agent_id="gpt-5.3-codex")
+    append_stream(chat, turn, "all ")
+    append_stream(chat, turn, "green")
+    finalize_turn(chat, turn)
+    reply(chat, tid, sender_id=BOB, content="thanks")
+    exported = export_legacy(chat)
+    rows = [json.loads(line) for line in exported.data.splitlines()]
+    assert sorted((r["sender_id"], [h["content"] for h in r["history"]], "reply_to" in r) for r in rows) == [
+        (ALICE, ["run the tests"], False), (BOB, ["thanks"], True), ("gpt-5.3-codex", ["all green"], True)]
+    again = load(migrate_bytes(exported.data).data)
+    assert [m.body for m in again.messages(again.thread_ids()[0])] == ["run the tests", "all green", "thanks"]
 
 
 # -- properties over generated legacy files ----------------------------------------------------------

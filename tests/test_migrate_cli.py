@@ -91,8 +91,8 @@ def test_check_reads_legacy_and_v2_files(capsys: pytest.CaptureFixture[str], leg
 
 def broken_v2(tmp_path: Path) -> Path:
     """A v2 file holding an orphan reply (its thread record is gone)."""
-    orphan = {"type": "message", "message_id": derived_ulid(1, "m"), "thread_id": derived_ulid(1, "gone"),
-              "sender_id": "x", "date": T0, "body": "orphan"}
+    orphan = {"type": "message", "message_id": derived_ulid(1, "m"),
+              "head": {"thread_id": derived_ulid(1, "gone"), "sender_id": "x", "date": T0, "body": "orphan"}}
     path = tmp_path / "broken.chat"
     path.write_bytes(migrate_bytes(LEGACY).data + msgspec.json.encode(orphan) + b"\n")
     return path
