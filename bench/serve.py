@@ -42,10 +42,10 @@ from typing import Any
 
 import anyio
 
-from pycrdt import Doc, Map, Text
+from pycrdt import Doc, Map
 
 from chatdoc import ChatDoc, create_thread, format_date, new_ulid, reply
-from chatdoc.records import MESSAGES, META, THREAD_CONFIGS, THREAD_STATES, THREADS
+from chatdoc.records import HEAD, MESSAGES, META, THREAD_CONFIGS, THREAD_STATES, THREADS
 from server.client import RoomClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ class BareChat:
         thread_id, root_id = new_ulid(), new_ulid()
         with self.doc.transaction(origin="bench.create_thread"):
             self.roots[META]["schema_version"] = 2
-            self.roots[MESSAGES][root_id] = Map({"thread_id": thread_id, "sender_id": sender, "date": date, "body": Text(content)})
+            self.roots[MESSAGES][root_id] = Map({HEAD: {"thread_id": thread_id, "sender_id": sender, "date": date, "body": content}})
             self.roots[THREADS][thread_id] = Map({"created_at": date, "created_by": sender, "root_message_id": root_id, "schema_version": 2})
             self.roots[THREAD_CONFIGS][thread_id] = Map({"acp_config": Map()})
             self.roots[THREAD_STATES][thread_id] = Map({"state": "idle"})
@@ -143,8 +143,8 @@ class BareChat:
     def reply(self, thread_id: str, root_id: str, sender: str, content: str, message_id: str) -> None:
         date = format_date(int(time.time() * 1000))
         with self.doc.transaction(origin="bench.reply"):
-            self.roots[MESSAGES][message_id] = Map({"thread_id": thread_id, "sender_id": sender, "date": date,
-                                                    "body": Text(content), "reply_to_message_id": root_id})
+            self.roots[MESSAGES][message_id] = Map({HEAD: {"thread_id": thread_id, "sender_id": sender, "date": date,
+                                                           "reply_to_message_id": root_id, "body": content}})
 
     def has_thread(self, thread_id: str) -> bool:
         return thread_id in self.roots[THREADS]

@@ -16,9 +16,9 @@ from functools import partial
 from typing import Any
 
 from pycrdt import Doc, Map, Text
-from pycrdt._pycrdt import Map as _YMap  # noqa: PLC2701 - the Rust handle behind pycrdt.Map
 
 from . import ystore
+from .ystore import sent_head
 from .ids import format_date, now_ms
 from .integrity import (
     FINALIZE_MISMATCH,
@@ -55,6 +55,7 @@ from .view import BATCH, ChatView
 
 REPAIR_ORIGIN = "chatdoc.repair"
 RECORD_ROOTS = (MESSAGES, THREADS, THREAD_CONFIGS, THREAD_STATES)
+_NONE: frozenset[str] = frozenset()
 MAX_REPAIR_ROUNDS = 8  # a repair can expose the next (a promoted root, then replies re-pointed at it)
 
 
@@ -113,7 +114,7 @@ class ChatDoc:
     def transaction(self, origin: str) -> Iterator[Any]:
         """One named transaction; repairs it exposes run when the outermost one ends. Nested, it joins
         the outer transaction and keeps the outer origin (pycrdt allows one origin per transaction)."""
-        mismatched = set(self.invariants.found[FINALIZE_MISMATCH]) if self._depth == 0 else set()
+        mismatched = self._mismatched() if self._depth == 0 else _NONE
         self._depth += 1
         joined = self.doc._txn is not None  # inside a caller's own pycrdt transaction: join it
         try:
@@ -122,20 +123,41 @@ class ChatDoc:
         finally:
             self._depth -= 1
         if self._depth == 0 and not joined:
-            # Counted once the transaction is indexed whole: between two root maps' observers a normal
-            # finalize looks mismatched (the reply is done, the thread state not yet re-read).
-            self.finalize_mismatches_seen += len(self.invariants.found[FINALIZE_MISMATCH] - mismatched)
-            self._raise_observer_errors()
-            if self._repair_pending and self._schedule is None and not self._in_repair:
-                self.run_repairs()
+            self._after_transaction(mismatched)
 
     def apply_update(self, update: bytes, origin: str = "remote") -> None:
         """Apply a remote peer's update (idempotent; updates of different peers may arrive in any order).
 
         Keep each peer's own updates in the order it made them: yrs 0.28 integrates a peer's later update
         around an earlier one it had to hold back (README, known limit)."""
-        with self.transaction(origin):
-            self.doc.apply_update(update)
+        if self._depth or self.doc._txn is not None:
+            with self.transaction(origin):
+                self.doc.apply_update(update)
+            return
+        # `transaction()` unrolled: this runs for every update a peer receives.
+        mismatched = self._mismatched()
+        self._depth = 1
+        try:
+            with self.doc.transaction(origin=origin) as txn:
+                self.doc._doc.apply_update(txn._txn, update)
+        finally:
+            self._depth = 0
+        self._after_transaction(mismatched)
+
+    def _mismatched(self) -> frozenset[str]:
+        found = self.invariants.found[FINALIZE_MISMATCH]
+        return frozenset(found) if found else _NONE
+
+    def _after_transaction(self, mismatched: frozenset[str]) -> None:
+        # Finalize mismatches are counted once the transaction is indexed whole: between two root maps'
+        # observers a normal finalize looks mismatched (the reply is done, the thread state not yet re-read).
+        found = self.invariants.found[FINALIZE_MISMATCH]
+        if found:
+            self.finalize_mismatches_seen += len(found - mismatched)
+        if self.observer_errors:
+            self._raise_observer_errors()
+        if self._repair_pending and self._schedule is None and not self._in_repair:
+            self.run_repairs()
 
     def get_update(self, state: bytes | None = None) -> bytes:
         return self.doc.get_update(state)
@@ -242,6 +264,8 @@ class ChatDoc:
         record = root.get(repair.record_id)
         if not isinstance(record, Map):
             return False
+        if repair.action == "move_into_head":
+            return _move_into_head(record)
         if repair.root == MESSAGES and repair.field in HEAD_FIELDS:
             return _repair_head(record, repair)
         if repair.action == "delete":
@@ -336,6 +360,20 @@ def _repair_head(record: Map, repair: Repair) -> bool:
     return True
 
 
+def _move_into_head(record: Map) -> bool:
+    """Give a message stored in the flat layout its head: the head fields beside it move in (a plain
+    text too; a Y.Text body stays where it is, as a streamed reply's does)."""
+    if HEAD in record:
+        return False
+    head = {k: record[k] for k in HEAD_FIELDS if k in record and not isinstance(record[k], (Map, Text))}
+    if "thread_id" not in head:
+        return False
+    record[HEAD] = head
+    for key in head:
+        del record[key]
+    return True
+
+
 def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events: list[Any]) -> None:
     """A deep observer of one record map: re-index the records the transaction touched, then check."""
     chat = chat_ref()
@@ -410,17 +448,13 @@ def _index_messages(tx: Any, root_map: Any, view: ChatView) -> None:
     get = root_map.get
     for mid in root_map.keys(tx):
         record = get(tx, mid)
-        if type(record) is _YMap and record.len(tx) == 1:
-            try:
-                head = record.get(tx, HEAD)
-            except ValueError:  # its one key is not the head
-                head = None
-            if type(head) is dict and head.keys() <= HEAD_FIELDS:
-                sent.append((mid, head))
-                if len(sent) == BATCH:
-                    view.add_messages(sent, changed, fresh=fresh)
-                    sent, changed = [], []
-                continue
+        head = sent_head(tx, record)
+        if head is not None:
+            sent.append((mid, head))
+            if len(sent) == BATCH:
+                view.add_messages(sent, changed, fresh=fresh)
+                sent, changed = [], []
+            continue
         fields = ystore.read_record(tx, MESSAGES, record, text=False)
         if fields is None:
             view.upsert(MESSAGES, mid, None)

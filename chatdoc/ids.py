@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from ulid import ULID
 
 ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
-DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"  # ASCII digits only
 _ULID_RE = re.compile(ULID_PATTERN)
 _DATE_RE = re.compile(DATE_PATTERN)
 

@@ -14,6 +14,8 @@ import msgspec
 
 from .records import (
     CONFIG_ONLY_FIELDS,
+    HEAD,
+    OUTSIDE_HEAD,
     MESSAGES,
     SCHEMA_VERSION,
     TERMINAL_STATES,
@@ -134,7 +136,8 @@ class Invariants:
         view = self.view
         thread = view.threads.get(tid)
         if thread is not None:
-            if view.roots_by_thread.get(tid, set()) - {thread.root_message_id}:
+            roots = view.roots_by_thread.get(tid)
+            if roots and (len(roots) > 1 or thread.root_message_id not in roots):  # a root besides its own
                 self.found[MULTI_ROOT].add(tid)
             if not _is_root_of(view, thread.root_message_id, tid):
                 self.found[MISSING_ROOT_MESSAGE].add(tid)
@@ -182,7 +185,7 @@ class Repair:
 
     root: str
     record_id: str
-    action: str  # "set" | "delete" | "create"
+    action: str  # "set" | "delete" | "create" | "move_into_head"
     field: str = ""
     value: Any = None
 
@@ -224,6 +227,10 @@ def plan_repairs(view: ChatView, found: dict[str, set[str]], *, offline: bool = 
     for (root, rid), problems in sorted(view.problems.items()):
         if root == MESSAGES:
             plan.extend(Repair(MESSAGES, rid, "delete", f) for f in sorted(problems) if f in CONFIG_ONLY_FIELDS)
+            if HEAD not in problems and "thread_id" in problems and "thread_id" + OUTSIDE_HEAD in problems:
+                # No head, its fields beside it: a message in the flat layout of early v2 files and
+                # clients. Moving them into a head is the same write on every peer.
+                plan.append(Repair(MESSAGES, rid, "move_into_head"))
     if offline:
         for tid in sorted(found[MISSING_THREAD_CONFIG]):
             plan.append(Repair(THREAD_CONFIGS, tid, "create", value={}))

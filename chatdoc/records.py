@@ -360,6 +360,8 @@ def record_is_valid(root: str, fields: dict[str, Any]) -> bool:
     """Whether a stored record (as read with bodies unread) is well shaped and well typed, in one
     msgspec call. False sends the record down the field-by-field path (`field_problem`), which says
     what is wrong; records with edits take that path too, being rarer."""
+    if root == MESSAGES and fields.keys() <= HEAD_FIELDS:
+        return _sent_is_valid(fields)  # a message sent whole: nothing but its head
     plain = fields
     extra = fields.keys() - FIELDS_OF_ROOT[root]
     if extra:
@@ -418,6 +420,21 @@ _SentHead = msgspec.defstruct(
 _ULID_LINES = re.compile(f"(?:{ULID_PATTERN[1:-1]}\n)*{ULID_PATTERN[1:-1]}")
 _DATE_LINES = re.compile(f"(?:{DATE_PATTERN[1:-1]}\n)*{DATE_PATTERN[1:-1]}")
 _ULID = re.compile(ULID_PATTERN)
+_DATE = re.compile(DATE_PATTERN)
+
+
+def _sent_is_valid(head: dict[str, Any]) -> bool:
+    """`record_is_valid` of a message holding nothing but a head, a small struct and two patterns."""
+    try:
+        msgspec.convert(head, _SentHead)
+    except msgspec.ValidationError:
+        return False
+    reply_to = head.get("reply_to_message_id")
+    return (
+        _ULID.match(head["thread_id"]) is not None
+        and (reply_to is None or _ULID.match(reply_to) is not None)
+        and _DATE.match(head["date"]) is not None
+    )
 
 
 def all_valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]) -> bool:

@@ -50,10 +50,18 @@ def node(script: str, *args: object) -> dict:
 
 
 def stored_messages(update: bytes) -> dict[str, str]:
-    """Every message record's id and body text, read with bare pycrdt (no chatdoc code involved)."""
+    """Every message record's id and body text, read with bare pycrdt (no chatdoc code involved): the
+    text sent whole is in the head, a streamed reply's is its Y.Text `body`."""
     doc = Doc()
     doc.apply_update(update)
-    return {mid: str(record["body"]) for mid, record in doc.get("messages", type=Map).items()}
+    messages = doc.get("messages", type=Map)
+    return {mid: str(record["body"] if "body" in record else record["head"]["body"]) for mid, record in messages.items()}
+
+
+def rewrite_head(record: Map, **fields: object) -> None:
+    """Write a message's head anew with some fields changed, as a peer that knows the layout but not the
+    invariants would (the head is one plain object: it is only ever replaced whole)."""
+    record["head"] = {**record["head"], **fields}
 
 
 def violations(counts: dict[str, int]) -> dict[str, int]:
@@ -77,7 +85,7 @@ def damaged_chat() -> tuple[bytes, dict[str, list[str]], dict[str, str]]:
     roots = {name: doc.get(name, type=Map) for name in ("threads", "thread_configs", "messages", "thread_states")}
     with doc.transaction(origin="legacy peer"):
         del roots["threads"][lost]  # the thread record is lost, its root message is still there
-        roots["messages"][misdirected]["reply_to_message_id"] = other_reply
+        rewrite_head(roots["messages"][misdirected], reply_to_message_id=other_reply)
         roots["messages"][root]["acp_config"] = {"model": "gpt-5.2"}  # a thread setting written onto a root
         del roots["thread_configs"][unconfigured]
         roots["thread_states"][agent]["state"] = "running"  # its active reply was finalised
@@ -178,7 +186,7 @@ def test_repair_keeps_what_needs_a_person_and_says_so(tmp_path: Path) -> None:
     broken = healthy.message_ids(healthy.thread_ids()[1])[2]
     doc = Doc()
     doc.apply_update(healthy.get_update())
-    doc.get("messages", type=Map)[broken]["date"] = "yesterday"  # no repair can know the real date
+    rewrite_head(doc.get("messages", type=Map)[broken], date="yesterday")  # no repair can know the real date
     (tmp_path / "in.ydoc").write_bytes(doc.get_update())
 
     repaired = chatdoc("repair", "in.ydoc", "--out", "out.ydoc", cwd=tmp_path)
@@ -297,6 +305,34 @@ def test_damage_written_by_yjs_in_node_is_judged_and_repaired_the_same(tmp_path:
     assert [t["thread_id"] for t in read["threads"]] == [t["thread_id"] for t in wrote["threads"]]
     for js_thread, written in zip(read["threads"], wrote["threads"], strict=True):
         assert [m["message_id"] for m in js_thread["messages"]] == [m["message_id"] for m in written["messages"]]
+
+
+@needs_node
+def test_a_message_layout_written_wrong_by_yjs_in_node_is_counted_and_never_guessed(tmp_path: Path) -> None:
+    wrote = node("write_chat.mjs", tmp_path / "misplaced.ydoc", "--misplace")
+    expected = wrote["damage"][INVALID_RECORDS]
+
+    checked = chatdoc("check", "misplaced.ydoc", "--json", cwd=tmp_path)
+    assert checked.returncode == 1, checked.stdout
+    report = json.loads(checked.stdout)
+    assert violations(report["counts"]) == {INVALID_RECORDS: 3}
+    assert report["examples"][INVALID_RECORDS] == expected
+
+    # chatdoc and yjs read the same: the Y.Text of a body stored twice, nothing of a message whose head
+    # is a Y.Map, a reply with a stray top-level thread_id as if it had none.
+    chat = ChatDoc.from_update((tmp_path / "misplaced.ydoc").read_bytes())
+    read = node("read_chat.mjs", tmp_path / "misplaced.ydoc")
+    for js_thread, written in zip(read["threads"], wrote["threads"], strict=True):
+        shown = [(m["message_id"], m["content"]) for m in written["messages"]]
+        assert [(m.message_id, m.content) for m in chat.messages(written["thread_id"])] == shown
+        assert [(m["message_id"], m["content"]) for m in js_thread["messages"]] == shown
+
+    # Which copy is right is for a person: a repair writes nothing and says the damage is still there.
+    repaired = chatdoc("repair", "misplaced.ydoc", "--out", "repaired.ydoc", "--json", cwd=tmp_path)
+    assert repaired.returncode == 1, repaired.stderr
+    outcome = json.loads(repaired.stdout)
+    assert outcome["clean"] is False and outcome["repair_writes"] == 0
+    assert violations(outcome["after"]["counts"]) == {INVALID_RECORDS: 3}
 
 
 @needs_node

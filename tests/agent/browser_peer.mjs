@@ -1,7 +1,7 @@
 // A browser-like peer for the agent tests: unmodified `yjs` + `y-websocket` (from tests/js/node_modules)
 // that joins a room, waits until a thread's agent turn is streaming, then writes what a person's browser
 // would, following SCHEMA.md alone: a patch of the thread's name and colour, and optionally an interrupt
-// request on the streaming reply followed at once by a new prompt.
+// request on the streaming reply followed at once by a new prompt (sent whole: its text in its head).
 //
 //   node --input-type=module -e "$(cat browser_peer.mjs)" -- --url ws://127.0.0.1:PORT --room R --token T
 //        --thread THREAD_ID [--min-chars N] [--name NAME --color COLOR] [--interrupt --prompt TEXT]
@@ -26,7 +26,8 @@ await new Promise((resolve) => provider.on('sync', (synced) => { if (synced) res
 
 const messages = doc.getMap('messages')
 const threadId = args.thread
-// The streaming reply: the thread state's active reply, while it is generating with enough text.
+// The streaming reply: the thread state's active reply, while it is generating with enough text (a
+// streamed reply's text is its Y.Text `body`; its head holds none).
 function streaming () {
   const state = doc.getMap('thread_states').get(threadId)
   const active = state && state.get('active_message_id')

@@ -4,10 +4,13 @@
 //
 // {threads: [{thread_id, root_message_id, name, agent, messages: [{message_id, sender_id, content,
 // deleted}]}]}, threads by (created_at, thread_id), messages by (date, message_id). The shown content is
-// the newest `edit:<ULID>` entry by (date, edit id), else the body; a thread is an agent thread when its
-// config's acp_config map is not empty.
+// the newest `edit:<ULID>` entry by (date, edit id), else the body: a streamed reply's Y.Text `body`, or
+// the text in the message's `head`; a thread is an agent thread when its config's acp_config map is not
+// empty. A message's thread, sender and date are read from its head; one without a plain-object head
+// cannot be placed in a thread and is left out, as chatdoc quarantines it.
 import { readFileSync } from 'node:fs'
 import * as Y from 'yjs'
+import { bodyText } from './chat_schema.mjs'
 
 const EDIT = 'edit:'
 const compare = (a, b) => (a < b ? -1 : a > b ? 1 : 0)
@@ -19,18 +22,22 @@ function content (record) {
     if (key.startsWith(EDIT) && value && typeof value === 'object') edits.push({ id: key.slice(EDIT.length), ...value })
   })
   edits.sort(byKeys('date', 'id'))
-  return edits.length ? edits[edits.length - 1].content : record.get('body').toString()
+  return edits.length ? edits[edits.length - 1].content : bodyText(record)
 }
+
+// The head is a plain object: a Y.Map (a shared type), an array or a scalar in its place is damage.
+const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Y.AbstractType)
 
 function readChat (doc) {
   const messages = []
   doc.getMap('messages').forEach((record, id) => {
-    if (!(record instanceof Y.Map)) return
+    const head = record instanceof Y.Map ? record.get('head') : undefined
+    if (!isPlainObject(head)) return
     messages.push({
       message_id: id,
-      thread_id: record.get('thread_id'),
-      date: record.get('date'),
-      sender_id: record.get('sender_id'),
+      thread_id: head.thread_id,
+      date: head.date,
+      sender_id: head.sender_id,
       content: content(record),
       deleted: record.get('deleted_at') != null,
     })

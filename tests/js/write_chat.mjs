@@ -1,15 +1,18 @@
 // A chat written with the yjs library the way browsers and a Node agent would, following chatdoc's schema:
 // one Y.Map per record keyed by its ULID in the root maps meta, threads, thread_configs, messages and
-// thread_states; bodies are Y.Text; dates are ISO strings with milliseconds; replies point at the root.
+// thread_states; a message's fixed fields (and its text, when sent whole) are one plain `head` object, a
+// streamed agent reply's text a Y.Text `body`; dates are ISO strings with milliseconds; replies point at
+// the root.
 //
-//   node write_chat.mjs OUT [--damage]
+//   node write_chat.mjs OUT [--damage | --misplace]
 //
 // Writes Y.encodeStateAsUpdate(doc) to OUT and prints to stdout, as JSON, what it wrote: each thread's
 // messages in schema order (date, then message id) with the content a reader must show, and with
-// --damage, the ids each integrity counter must name.
+// --damage (broken invariants) or --misplace (message fields stored where the schema does not put them),
+// the ids each integrity counter must name.
 import { writeFileSync } from 'node:fs'
 import * as Y from 'yjs'
-import { iso, messageRecord as messageMap, ulid } from './chat_schema.mjs'
+import { iso, messageHead, messageRecord as messageMap, streamedRecord, ulid } from './chat_schema.mjs'
 
 // Dates advance a few seconds per message, like a conversation; `same()` reuses the last millisecond.
 let now = Date.UTC(2026, 0, 10, 12, 0, 0, 0)
@@ -81,13 +84,14 @@ function softDelete (p, messageId) {
   written.get(messageId).deleted = true
 }
 
-// An agent turn: the reply is created `generating`, streamed into by appending to its Y.Text (one
-// transaction per chunk, as tokens arrive), then finalised with usage; the thread state follows.
+// An agent turn: the reply is created `generating` with an empty Y.Text body (its head has none), streamed
+// into by appending to that Y.Text (one transaction per chunk, as tokens arrive), then finalised with
+// usage; the thread state follows.
 function agentTurn (agent, thread, chunks, sessionId) {
   const ms = tick()
   const id = ulid(ms)
   agent.doc.transact(() => {
-    agent.messages.set(id, messageMap(thread.threadId, agent.name, ms, '', thread.rootId, { generating: true }))
+    agent.messages.set(id, streamedRecord(thread.threadId, agent.name, ms, '', thread.rootId, { generating: true }))
     const state = agent.states.get(thread.threadId)
     state.set('state', 'running')
     state.set('active_message_id', id)
@@ -116,10 +120,11 @@ function agentTurn (agent, thread, chunks, sessionId) {
 
 const [out, ...flags] = process.argv.slice(2)
 if (!out) {
-  console.error('usage: node write_chat.mjs OUT [--damage]')
+  console.error('usage: node write_chat.mjs OUT [--damage | --misplace]')
   process.exit(2)
 }
 const damage = flags.includes('--damage')
+const misplace = flags.includes('--misplace')
 
 const alice = peer('alice')
 const bob = peer('bob')
@@ -178,8 +183,31 @@ if (damage) {
     'chat.integrity.missing_thread_config': [extra.threadId],
     'chat.acp.finalize_mismatch': [codex.threadId],
   })
-  for (const ids of Object.values(expected)) ids.sort()
+} else if (misplace) {
+  // A peer that gets the message layout wrong (SCHEMA.md 3.3, "Misplaced storage"). Each mistake is
+  // counted and none is read as the field it names: a head stored as a Y.Map leaves the message without
+  // a head (quarantined, read by nobody), a body stored twice is read from its Y.Text, and a thread_id
+  // written beside the head is ignored.
+  const mallory = peer('mallory')
+  sync(alice, bob, agent, mallory)
+  const twice = reply(mallory, plan, 'The text in the head.')
+  const beside = reply(mallory, plan, 'A reply with a thread_id beside its head.')
+  const ms = tick()
+  const headAsMap = ulid(ms)
+  mallory.doc.transact(() => {
+    const head = new Y.Map()
+    for (const [k, v] of Object.entries(messageHead(plan.threadId, mallory.name, ms, plan.rootId, 'lost'))) head.set(k, v)
+    const record = new Y.Map()
+    record.set('head', head)
+    mallory.messages.set(headAsMap, record)
+    mallory.messages.get(twice).set('body', new Y.Text('The text as a Y.Text.'))
+    mallory.messages.get(beside).set('thread_id', plan.threadId)
+  }, 'misplaced')
+  written.get(twice).content = 'The text as a Y.Text.'
+  sync(alice, bob, agent, mallory)
+  expected['chat.integrity.invalid_records'] = [headAsMap, twice, beside].map((id) => `messages:${id}`)
 }
+for (const ids of Object.values(expected)) ids.sort()
 
 writeFileSync(out, Y.encodeStateAsUpdate(alice.doc))
 

@@ -12,8 +12,7 @@ from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn a
     anyio_backend, chat_dir, eventually, serving, two_clients,
 )
 
-from chatdoc import chatfile, create_thread, reply
-from chatdoc.records import MESSAGES
+from chatdoc import chatfile, create_thread, edit_message, reply
 
 pytestmark = pytest.mark.anyio
 
@@ -71,10 +70,11 @@ async def test_an_outside_edit_while_serving_is_merged_without_duplicates(chat_d
             await eventually(lambda: path.exists() and b"a reply" in path.read_bytes())
             writes_before = served.app.metrics.file_writes
 
-            # Another program edits the file: one field of one message, and appends a whole new message.
+            # Another program edits the file: edits one message (a new field of its map; a sent text is
+            # never rewritten in place), and appends a whole new message.
             doc = chatfile.load(path.read_bytes())
             extra = reply(doc, thread_id, sender_id=BOB, content="written by a script")
-            doc.roots[MESSAGES][first]["body"].insert(len("a reply"), ", edited on disk")
+            edit_message(doc, first, author_id=BOB, content="a reply, edited on disk")
             path.write_bytes(chatfile.dump(doc))
 
             # A client keeps editing meanwhile: concurrent with the file edit, and it must survive it.

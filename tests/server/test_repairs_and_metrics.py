@@ -11,10 +11,10 @@ import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
     anyio_backend, chat_dir, eventually, http_get, serving, two_clients,
 )
-from pycrdt import Map, Text
+from pycrdt import Map
 
 from chatdoc import create_thread, new_ulid, reply
-from chatdoc.records import MESSAGES, THREADS
+from chatdoc.records import HEAD, MESSAGES, THREADS
 
 pytestmark = pytest.mark.anyio
 
@@ -31,9 +31,9 @@ async def test_damage_is_attributed_repaired_for_everyone_and_reported(chat_dir:
             # Mallory's client writes a reply to a reply (the legacy corruption), bypassing chatdoc's operations.
             bad = new_ulid()
             with mallory.chat.doc.transaction(origin="careless client"):
-                mallory.chat.roots[MESSAGES][bad] = Map({"thread_id": thread_id, "sender_id": "mallory",
-                                                         "date": "2026-01-10T12:00:05.000Z", "body": Text("nested"),
-                                                         "reply_to_message_id": first})
+                mallory.chat.roots[MESSAGES][bad] = Map({HEAD: {"thread_id": thread_id, "sender_id": "mallory",
+                                                               "date": "2026-01-10T12:00:05.000Z", "body": "nested",
+                                                               "reply_to_message_id": first}})
             # The server repairs it, and the repair reaches both clients.
             for client in (alice, mallory):
                 await eventually(lambda c=client: (m := c.chat.message(bad)) is not None and m.reply_to_message_id == root_id)
@@ -45,8 +45,8 @@ async def test_damage_is_attributed_repaired_for_everyone_and_reported(chat_dir:
             # A thread record without a config is reported, not repaired live (defaults apply).
             orphan_thread, orphan_root = new_ulid(), new_ulid()
             with mallory.chat.doc.transaction(origin="careless client"):
-                mallory.chat.roots[MESSAGES][orphan_root] = Map({"thread_id": orphan_thread, "sender_id": "mallory",
-                                                                 "date": "2026-01-10T12:00:06.000Z", "body": Text("no config")})
+                mallory.chat.roots[MESSAGES][orphan_root] = Map({HEAD: {"thread_id": orphan_thread, "sender_id": "mallory",
+                                                                        "date": "2026-01-10T12:00:06.000Z", "body": "no config"}})
                 mallory.chat.roots[THREADS][orphan_thread] = Map({"created_at": "2026-01-10T12:00:06.000Z", "created_by": "mallory",
                                                                   "root_message_id": orphan_root, "schema_version": 2})
             await eventually(lambda: room.chat.integrity().counts["chat.integrity.missing_thread_config"] == 1)

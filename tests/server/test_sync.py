@@ -80,9 +80,10 @@ async def test_a_python_written_record_reads_correctly_in_js(chat_dir: Path) -> 
             result = await run_node_peer("--url", f"ws://127.0.0.1:{served.port}", "--room", "py.chat",
                                          "--token", served.token("py.chat", "read"), "--expect-messages", "2")
     records = result["records"]
+    # A message sent whole is its head alone: one plain object holding its fixed fields and its text.
     root = records["messages"][root_id]
-    assert root == {"thread_id": thread_id, "sender_id": "alice", "date": root["date"], "body": "root text"}
-    assert records["messages"][reply_id]["reply_to_message_id"] == root_id
+    assert root == {"head": {"thread_id": thread_id, "sender_id": "alice", "date": root["head"]["date"], "body": "root text"}}
+    assert records["messages"][reply_id]["head"]["reply_to_message_id"] == root_id
     edits = [v for k, v in records["messages"][reply_id].items() if k.startswith("edit:")]
     assert [e["content"] for e in edits] == ["an edited reply"]
     assert records["threads"][thread_id]["root_message_id"] == root_id
