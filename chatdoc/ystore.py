@@ -76,8 +76,11 @@ def read_record(txn: Any, root: str, record: Any, *, text: bool = True) -> dict[
 def sent_head(txn: Any, record: Any) -> dict[str, Any] | None:
     """The head of a message map that holds nothing else (a message sent whole, untouched since: most
     messages), read in three calls; None for any other value."""
-    if type(record) is _YMap and record.len(txn) == 1 and record.has(txn, HEAD):
-        head = record.get(txn, HEAD)
+    if type(record) is _YMap and record.len(txn) == 1:
+        try:
+            head = record.get(txn, HEAD)
+        except ValueError:  # pycrdt's "Key error": its one key is not the head
+            return None
         if type(head) is dict and head.keys() <= HEAD_FIELDS:
             return head
     return None

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import pytest
-from pycrdt import Doc, Map
+from pycrdt import Doc, Map, Text
 
 from chatdoc import ChatDoc, parse_date
-from chatdoc.records import ROOTS
+from chatdoc.records import HEAD, ROOTS
 
 START_MS = parse_date("2026-01-10T12:00:00.000Z")
 
@@ -62,6 +62,27 @@ def raw_peer(chat: ChatDoc | None = None) -> Doc:
 
 def root(doc: Doc, name: str) -> Map:
     return doc.get(name, type=Map)
+
+
+def written_message(
+    thread_id: str, sender_id: str, date: str, body: str | Text, *, reply_to: str | None = None, **fields: object
+) -> Map:
+    """A message map in the stored layout, as a peer writing it with plain pycrdt would: the head, and the
+    body in it, or as a Y.Text beside it when `body` is one (a streamed reply)."""
+    head: dict[str, Any] = {"thread_id": thread_id, "sender_id": sender_id, "date": date}
+    if reply_to is not None:
+        head["reply_to_message_id"] = reply_to
+    if isinstance(body, Text):
+        return Map({HEAD: head, "body": body, **fields})
+    return Map({HEAD: {**head, "body": body}, **fields})
+
+
+def message_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored message (`to_py()` of its map) as flat fields: the head's beside the others, a streamed
+    reply's body from its Y.Text. For checking what was written, not for judging it (records.flatten_message
+    does that)."""
+    head = record.get(HEAD)
+    return {**(head if isinstance(head, dict) else {}), **{k: v for k, v in record.items() if k != HEAD}}
 
 
 def stored(chat: ChatDoc) -> dict[str, Any]:

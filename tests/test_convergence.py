@@ -22,7 +22,7 @@ from itertools import count
 from typing import Any
 
 import pytest
-from conftest import START_MS, stored
+from conftest import START_MS, message_fields, stored, written_message
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -32,7 +32,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from pycrdt import Doc, Map, Text, get_update
+from pycrdt import Doc, Map, get_update
 
 import chatdoc.operations
 from chatdoc import (
@@ -56,6 +56,7 @@ from chatdoc import (
     start_turn,
 )
 from chatdoc.document import _index
+from chatdoc.ystore import message_head
 from chatdoc.integrity import DUPLICATE_DATE_ROWS, ORPHAN_MESSAGES, plan_repairs
 from chatdoc.records import (
     CONFIG_ONLY_FIELDS,
@@ -286,12 +287,24 @@ def config_fields(record: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def messages_written(chat: ChatDoc) -> dict[str, dict[str, Any]]:
+    """Every stored message as flat fields: thread, sender, date and body read through the head (or
+    from the Y.Text body of a streamed reply), the other fields as they are."""
+    return {mid: message_fields(record) for mid, record in chat.roots[MESSAGES].to_py().items()}
+
+
+def repoint(record: Map, target: str) -> None:
+    """What a misbehaving peer writes to re-point a message: its head, rewritten whole."""
+    record["head"] = {**message_head(record), "reply_to_message_id": target}
+
+
 def assert_view_current(chat: ChatDoc) -> None:
     """The incrementally kept view holds what a view indexed from scratch out of the document holds:
-    every index of it, except the marks of work still to do (dirty sets, lists awaiting a lazy sort)."""
+    every index of it, except the marks of work still to do (dirty sets, lists awaiting a lazy sort) and
+    its private caches (interned strings, ids already checked), which may remember removed records."""
     fresh = _index(chat.doc, chat.roots)
     for index in (f.name for f in dataclasses.fields(fresh)):
-        if index.startswith("dirty_") or index in ("unsorted", "by_thread"):
+        if index.startswith(("dirty_", "_")) or index in ("unsorted", "by_thread"):
             continue
         assert getattr(chat.view, index) == getattr(fresh, index), f"view.{index} is stale"
     # A thread's message list is sorted on first read: compare what a read returns.
@@ -449,9 +462,9 @@ class ChatNetwork(RuleBasedStateMachine):
     def act(self, peer: Peer, operation: Callable[[], Any]) -> Any:
         """Run one operation on `peer` and note in the ledger what it wrote into messages, read from the
         peer's own document (a local write shows there at once, at the end of each body it grew)."""
-        before = peer.chat.roots[MESSAGES].to_py()
+        before = messages_written(peer.chat)
         result = operation()
-        after = peer.chat.roots[MESSAGES].to_py()
+        after = messages_written(peer.chat)
         assert before.keys() <= after.keys(), "a local operation removed a message record"
         for mid, record in after.items():
             old = before.get(mid)
@@ -681,16 +694,14 @@ class ChatNetwork(RuleBasedStateMachine):
                     name = pick(sorted(CONFIG_ONLY_FIELDS), other)
                     messages[pick(members, other // 8)][name] = STRAY_VALUES[name]()
                 elif kind == "second_root":
-                    messages[self.new_id(peer.now)] = Map(
-                        {"thread_id": tid, "sender_id": "mallory", "date": format_date(peer.now), "body": Text(content)}
-                    )
+                    messages[self.new_id(peer.now)] = written_message(tid, "mallory", format_date(peer.now), content)
                 elif kind == "reply_to_reply" and thread_replies:
-                    messages[pick(thread_replies, other)]["reply_to_message_id"] = pick(thread_replies, other // 8)
+                    repoint(messages[pick(thread_replies, other)], pick(thread_replies, other // 8))
                 elif kind == "reply_to_other_thread" and replies:
-                    messages[pick(replies, other)]["reply_to_message_id"] = pick(elsewhere, other // 8) or self.new_id(peer.now)
+                    repoint(messages[pick(replies, other)], pick(elsewhere, other // 8) or self.new_id(peer.now))
                 elif kind == "root_made_reply" and "thread_record_deleted" not in done and root in view.messages:
                     done.add(kind)
-                    messages[root]["reply_to_message_id"] = pick([m for m in members if m != root], other) or self.new_id(peer.now)
+                    repoint(messages[root], pick([m for m in members if m != root], other) or self.new_id(peer.now))
                 elif kind == "thread_record_deleted" and "root_made_reply" not in done:
                     done.add(kind)
                     del chat.roots[THREADS][tid]
@@ -782,7 +793,7 @@ class ChatNetwork(RuleBasedStateMachine):
     def assert_nothing_rewritten(self, peer: Peer) -> None:
         """Whatever of the ledger has reached `peer` is there as written: ids, sender, date, the body
         starting with the text it was created with, edits unchanged."""
-        for mid, record in peer.chat.roots[MESSAGES].to_py().items():
+        for mid, record in messages_written(peer.chat).items():
             written = self.messages[mid]
             assert (record["thread_id"], record["sender_id"], record["date"]) == (written.thread_id, written.sender_id, written.date)
             assert record["body"].startswith(written.body), f"{peer}: text of {mid} rewritten"
@@ -808,7 +819,7 @@ class ChatNetwork(RuleBasedStateMachine):
 
     def assert_nothing_lost(self, chat: ChatDoc) -> None:
         """Every message anyone wrote is in `chat`, with every piece of text anyone wrote into it."""
-        records = chat.roots[MESSAGES].to_py()
+        records = messages_written(chat)
         for mid, written in self.messages.items():
             record = records.get(mid)
             assert record is not None, f"message {mid} lost"
@@ -999,9 +1010,8 @@ def test_two_servers_repair_the_same_multi_root_damage_concurrently() -> None:
     network.settle()
     stray = ids("stray", at=T0 - 5)  # earlier than the root: the oldest root is not the one to keep
     with mallory.chat.doc.transaction(origin=MISBEHAVING):
-        mallory.chat.roots[MESSAGES][stray] = Map(
-            {"thread_id": tid, "sender_id": "mallory", "date": format_date(T0 - 5), "body": Text("me first")}
-        )
+        mallory.chat.roots[MESSAGES][stray] = written_message(tid, "mallory", format_date(T0 - 5), "me first")
+    sent = message_head(mallory.chat.roots[MESSAGES][stray])
 
     network.flush(mallory, first)
     network.flush(mallory, second)
@@ -1011,6 +1021,33 @@ def test_two_servers_repair_the_same_multi_root_damage_concurrently() -> None:
     message = first.chat.message(stray)
     assert message is not None and message.reply_to_message_id == root and message.content == "me first"
     assert first.chat.thread(tid).root_message_id == root
+    # Both wrote the same whole head: the one that won is the sent head, text and all, re-pointed.
+    for peer in network.peers:
+        assert stored(peer.chat)[MESSAGES][stray] == {"head": {**sent, "reply_to_message_id": root}}
+
+
+def test_two_servers_repair_a_reply_to_a_reply_concurrently_and_keep_both_texts() -> None:
+    network = Network()
+    first, second = Peer(network, SERVER, 10), Peer(network, SERVER, 20)
+    alice, mallory = Peer(network, BROWSER, 30), Peer(network, BROWSER, 40)
+    tid, root = agent_thread(alice)
+    answer = reply(alice.chat, tid, sender_id="bob", content="I can reproduce it", message_id=ids("answer", at=T0 + 1), date_ms=T0 + 1)
+    turn = start_turn(alice.chat, tid, agent_id=AGENT_ID, message_id=ids("turn", at=T0 + 2))
+    append_stream(alice.chat, turn, "Fixed in main.")
+    finalize_turn(alice.chat, turn)
+    network.settle()
+    before = stored(alice.chat)[MESSAGES]
+    with mallory.chat.doc.transaction(origin=MISBEHAVING):
+        repoint(mallory.chat.roots[MESSAGES][answer], turn)  # a person's reply: the text is in the head
+        repoint(mallory.chat.roots[MESSAGES][turn], answer)  # a streamed reply: the text is a Y.Text
+
+    network.flush(mallory, first)
+    network.flush(mallory, second)
+    assert first.chat.repairs_applied == second.chat.repairs_applied == 2
+    assert_all_agree(network)
+    for peer in network.peers:
+        assert stored(peer.chat)[MESSAGES] == before, f"{peer}: a repaired message differs from what was sent"
+    assert [first.chat.message(m).content for m in (root, answer, turn)] == ["please fix the bug", "I can reproduce it", "Fixed in main."]
 
 
 def test_two_servers_recreate_a_deleted_thread_record_concurrently() -> None:

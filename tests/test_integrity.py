@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import msgspec
 import pytest
-from conftest import Clock, raw_peer, root, stored, sync
-from pycrdt import Array, Doc, Map, Text
+from conftest import Clock, raw_peer, root, stored, sync, written_message
+from pycrdt import Doc, Map, Text
 
 from chatdoc import (
     COUNTERS,
@@ -67,13 +67,16 @@ def healthy(chat: ChatDoc) -> Scene:
     return Scene(tid, root_id, reply_id, turn_id)
 
 
-def raw_message(thread_id: str, *, reply_to: str | None = None, body: object = "a message", **fields: object) -> Map:
-    """A message map as a peer would write it, fields and all (wrong ones included, if asked)."""
-    content = {"thread_id": thread_id, "sender_id": "mallory", "date": LATER, **fields}
-    content["body"] = Text(body) if isinstance(body, str) else body
-    if reply_to is not None:
-        content["reply_to_message_id"] = reply_to
-    return Map(content)
+def raw_message(thread_id: str, *, reply_to: str | None = None, body: str | Text = "a message", **fields: object) -> Map:
+    """A well-laid-out message map as a peer would write it (a Y.Text `body` makes it a streamed reply),
+    with any further fields beside the head, wrong ones included if asked."""
+    return written_message(thread_id, "mallory", LATER, body, reply_to=reply_to, **fields)
+
+
+def rewrite_head(record: Map, **fields: object) -> None:
+    """Rewrite a message's head whole with some fields changed, as a peer (or a repair) must: the head
+    is one plain object, never edited in place."""
+    record["head"] = {**record["head"], **fields}
 
 
 def damaged(chat: ChatDoc, write: Callable[[Doc], object]) -> object:
@@ -84,19 +87,25 @@ def damaged(chat: ChatDoc, write: Callable[[Doc], object]) -> object:
     return result
 
 
-def bodies(holder: ChatDoc | Doc) -> dict[str, str]:
-    """Every message's body text, quarantined messages included."""
+def contents(holder: ChatDoc | Doc) -> dict[str, tuple[object, object]]:
+    """What no repair may change in any message, quarantined ones included: its head but for the reply
+    target (which a repair re-points by rewriting the head), and whatever is stored as `body` beside it
+    (a streamed reply's Y.Text, or a peer's misplaced string)."""
     messages = holder.roots["messages"] if isinstance(holder, ChatDoc) else root(holder, "messages")
-    return {
-        mid: str(record["body"])
-        for mid, record in messages.items()
-        if isinstance(record, Map) and isinstance(record.get("body"), Text)
-    }
+    kept = {}
+    for mid, record in messages.items():
+        if isinstance(record, Map):
+            fields = record.to_py()
+            head = fields.get("head")
+            if isinstance(head, dict):
+                head = {k: v for k, v in head.items() if k != "reply_to_message_id"}
+            kept[mid] = (head, fields.get("body"))
+    return kept
 
 
-def assert_bodies_kept(before: dict[str, str], chat: ChatDoc) -> None:
-    after = bodies(chat)
-    assert {mid: after.get(mid) for mid in before} == before, "a repair removed a message or changed its body"
+def assert_contents_kept(before: dict[str, tuple[object, object]], chat: ChatDoc) -> None:
+    after = contents(chat)
+    assert {mid: after.get(mid) for mid in before} == before, "a repair removed a message or changed its text"
 
 
 def assert_agrees(chat: ChatDoc) -> None:
@@ -148,7 +157,7 @@ def root_hard_deleted(peer: Doc, s: Scene) -> str:
 
 
 def root_made_a_reply(peer: Doc, s: Scene) -> str:
-    root(peer, "messages")[s.root_id]["reply_to_message_id"] = s.reply_id
+    rewrite_head(root(peer, "messages")[s.root_id], reply_to_message_id=s.reply_id)
     return s.thread_id
 
 
@@ -161,7 +170,7 @@ def thread_record_without_messages(peer: Doc, s: Scene) -> str:
 
 def complete_while_generating(peer: Doc, s: Scene) -> str:
     mid = new_ulid()
-    root(peer, "messages")[mid] = raw_message(s.thread_id, reply_to=s.root_id, generating=True)
+    root(peer, "messages")[mid] = raw_message(s.thread_id, reply_to=s.root_id, body=Text("Thinking"), generating=True)
     state = root(peer, "thread_states")[s.thread_id]
     state["state"], state["active_message_id"] = "complete", mid
     return s.thread_id
@@ -232,21 +241,21 @@ def test_damage_is_counted_with_the_offender_and_full_check_agrees(chat: ChatDoc
 def test_repairs_mend_what_they_can_and_never_remove_a_message(chat: ChatDoc, damage: Damage) -> None:
     scene = healthy(chat)
     offender = damaged(chat, lambda peer: damage.write(peer, scene))
-    kept = bodies(chat)
+    kept = contents(chat)
 
     made = chat.run_repairs()
 
     assert (made > 0) == (damage.fixed == "live")
     assert (offender in chat.integrity().examples[damage.counter]) == (damage.fixed != "live")
     assert_agrees(chat)
-    assert_bodies_kept(kept, chat)
+    assert_contents_kept(kept, chat)
 
     chat.run_repairs(offline=True)
 
     assert (offender in chat.integrity().examples[damage.counter]) == (damage.fixed == "never")
     assert chat.integrity().clean == (damage.fixed != "never")
     assert_agrees(chat)
-    assert_bodies_kept(kept, chat)
+    assert_contents_kept(kept, chat)
     assert chat.run_repairs(offline=True) == 0  # nothing left to do, however often it runs
 
 
@@ -268,6 +277,7 @@ def test_two_peers_repairing_the_same_damage_at_once_converge(damage: Damage) ->
     peer = raw_peer(first)
     damage.write(peer, scene)
     update = peer.get_update(first.get_state())
+    kept = contents(peer)
 
     # Each repairs (live on receipt, then offline) before seeing the other's repairs.
     for chat in (first, second):
@@ -280,6 +290,7 @@ def test_two_peers_repairing_the_same_damage_at_once_converge(damage: Damage) ->
     assert first.integrity().clean == (damage.fixed != "never")
     assert_agrees(first)
     assert_agrees(second)
+    assert_contents_kept(kept, first)  # whichever peer's rewritten head won, it kept the text
 
 
 def test_live_repair_recreates_a_lost_thread_record_exactly_as_its_creator_wrote_it(repairing_chat: ChatDoc) -> None:
@@ -349,23 +360,37 @@ def test_a_state_pointing_at_another_threads_reply_is_no_finalize_mismatch(chat:
 # -- misbehaving peers: wrong shapes and types -----------------------------------------------------
 
 
-def set_field(root_name: str, field: str, value: object) -> Callable[[Doc, Scene], tuple[str, str]]:
-    """Damage: one field of the scene's record in `root_name` set to `value`."""
+def set_field(root_name: str, field: str, value: object, *, streamed: bool = False) -> Callable[[Doc, Scene], tuple[str, str]]:
+    """Damage: one field of the scene's record in `root_name` set to `value` (for a message, a key of its
+    map beside the head: of bob's reply, or of the agent's streamed reply)."""
 
     def write(peer: Doc, s: Scene) -> tuple[str, str]:
-        rid = s.reply_id if root_name == "messages" else s.thread_id
+        rid = (s.turn_id if streamed else s.reply_id) if root_name == "messages" else s.thread_id
         root(peer, root_name)[rid][field] = value
         return root_name, rid
 
     return write
 
 
-def drop_field(field: str) -> Callable[[Doc, Scene], tuple[str, str]]:
+def set_head(change: Callable[[dict], object], *, streamed: bool = False) -> Callable[[Doc, Scene], tuple[str, str]]:
+    """Damage: the head of bob's reply (or of the agent's streamed reply) replaced by `change(head)`."""
+
     def write(peer: Doc, s: Scene) -> tuple[str, str]:
-        del root(peer, "messages")[s.reply_id][field]
-        return "messages", s.reply_id
+        mid = s.turn_id if streamed else s.reply_id
+        record = root(peer, "messages")[mid]
+        record["head"] = change(record["head"])
+        return "messages", mid
 
     return write
+
+
+def drop_head(peer: Doc, s: Scene) -> tuple[str, str]:
+    del root(peer, "messages")[s.reply_id]["head"]
+    return "messages", s.reply_id
+
+
+def without(field: str) -> Callable[[dict], dict]:
+    return lambda head: {k: v for k, v in head.items() if k != field}
 
 
 def new_message(value: Callable[[Scene], object], key: Callable[[], str] = new_ulid) -> Callable[[Doc, Scene], tuple[str, str]]:
@@ -390,12 +415,22 @@ def config_not_a_map(peer: Doc, s: Scene) -> tuple[str, str]:
 # name -> (damage, whether the record is quarantined, i.e. left out of reads altogether)
 MISBEHAVIOURS = {
     "generating is a string": (set_field("messages", "generating", "yes"), False),
-    "date is not a date": (set_field("messages", "date", "yesterday"), True),
-    "body is a plain string": (set_field("messages", "body", "plain text"), True),
-    "sender is an array": (set_field("messages", "sender_id", Array(["a", "b"])), True),
-    "sender is a Y.Text": (set_field("messages", "sender_id", Text("bob")), True),
-    "thread_id is missing": (drop_field("thread_id"), True),
-    "thread_id is a number": (set_field("messages", "thread_id", 12), True),
+    "date is not a date": (set_head(lambda head: {**head, "date": "yesterday"}), True),
+    "body is a plain string": (set_field("messages", "body", "plain text"), False),  # misplaced: the head's is read
+    "streamed body replaced by a plain string": (set_field("messages", "body", "plain text", streamed=True), True),
+    "sender is an array": (set_head(lambda head: {**head, "sender_id": ["a", "b"]}), True),
+    "sender is a Y.Text": (set_field("messages", "sender_id", Text("bob")), False),  # beside the head: not read
+    "thread_id is missing": (set_head(without("thread_id")), True),
+    "thread_id is a number": (set_head(lambda head: {**head, "thread_id": 12}), True),
+    # The head is one plain object holding exactly the head fields; anything else is misplaced.
+    "head is a Y.Map": (set_head(lambda head: Map(head)), True),
+    "head is a string": (set_head(lambda head: "I can reproduce it"), True),
+    "head is missing": (drop_head, True),
+    "an unknown key inside the head": (set_head(lambda head: {**head, "payload": "legacy"}), False),
+    "thread_id written beside the head": (set_field("messages", "thread_id", new_ulid()), False),
+    "body stored twice (head and Y.Text)": (set_head(lambda head: {**head, "body": "again"}, streamed=True), False),
+    "a Y.Text body beside a head body": (set_field("messages", "body", Text("again")), False),
+    "a thread setting inside the head": (set_head(lambda head: {**head, "name": "hijacked"}), False),
     "usage has negative tokens": (set_field("messages", "acp_usage", {"input_tokens": -1}), False),
     "an edit that is not an edit": (set_field("messages", "edit:" + new_ulid(), "new text"), False),
     "an edit with a bad id": (set_field("messages", "edit:2", {"author_id": "a", "date": LATER, "content": "x"}), False),
@@ -403,7 +438,7 @@ MISBEHAVIOURS = {
     "name written onto a message": (set_field("messages", "name", "hijacked"), False),
     "an unknown message field": (set_field("messages", "payload", {"content": "legacy"}), False),
     "record is a string": (new_message(lambda s: "hello"), True),
-    "record is a plain dict": (new_message(lambda s: {"thread_id": s.thread_id, "sender_id": "m", "date": LATER, "body": "x"}), True),
+    "record is a plain dict": (new_message(lambda s: {"head": {"thread_id": s.thread_id, "sender_id": "m", "date": LATER, "body": "x"}}), True),
     "record key is not a ULID": (new_message(lambda s: raw_message(s.thread_id, reply_to=s.root_id), key=lambda: "legacy-1"), True),
     "acp_config is a plain dict": (set_field("thread_configs", "acp_config", {"model": "gpt-5.2"}), False),
     "acp_config holds a bad value": (bad_acp_value, False),
@@ -447,13 +482,13 @@ def test_a_repairing_peer_survives_every_misbehaving_write(repairing_chat: ChatD
     scene = healthy(repairing_chat)
     peer = raw_peer(repairing_chat)
     write(peer, scene)
-    kept = bodies(peer)  # what the damage left, which the repairs must keep
+    kept = contents(peer)  # what the damage left, which the repairs must keep
 
     repairing_chat.apply_update(peer.get_update(repairing_chat.get_state()))
 
     read_everything(repairing_chat)
     assert_agrees(repairing_chat)
-    assert_bodies_kept(kept, repairing_chat)
+    assert_contents_kept(kept, repairing_chat)
 
 
 def test_a_bad_field_is_left_out_of_reads_and_the_rest_is_read(chat: ChatDoc) -> None:
@@ -466,31 +501,99 @@ def test_a_bad_field_is_left_out_of_reads_and_the_rest_is_read(chat: ChatDoc) ->
     assert (message.generating, message.content, message.sender_id) == (False, "I can reproduce it", "bob")
 
 
-def test_thread_settings_written_on_a_message_never_reach_thread_config(chat: ChatDoc) -> None:
+def test_a_misplaced_field_is_reported_under_its_own_name_and_never_read_as_the_real_one(chat: ChatDoc) -> None:
     scene = healthy(chat)
-    config_before = chat.thread_config(scene.thread_id)
-    bare = damaged(chat, lambda peer: thread_without_config(peer, scene))
+    elsewhere, elsewhere_root = create_thread(chat, sender_id="carol", content="elsewhere")
 
     def write(peer: Doc) -> None:
-        for mid in (scene.root_id, chat.thread(bare).root_message_id):
-            record = root(peer, "messages")[mid]
-            record["name"] = "hijacked"
-            record["thread_color"] = "#000000"
-            record["pin"] = True
-            record["acp_config"] = {"model": "evil-model", "sessionId": "stolen"}
+        messages = root(peer, "messages")
+        reply_record = messages[scene.reply_id]
+        reply_record["thread_id"] = elsewhere  # head fields beside the head, as a legacy-minded peer writes them
+        reply_record["sender_id"] = Text("mallory")
+        reply_record["body"] = "plain text"
+        rewrite_head(reply_record, payload="legacy")
+        rewrite_head(messages[scene.turn_id], body="a second copy")
 
     damaged(chat, write)
 
-    assert chat.thread_config(scene.thread_id) == config_before
-    assert chat.thread_config(bare).name is None and chat.thread_config(bare).acp_config is None
-    assert not chat.thread_config(bare).pin
-    assert not chat.is_agent_thread(bare)
-    assert chat.message(scene.root_id).content == "please fix the bug"
+    message = chat.message(scene.reply_id)
+    assert message is not None
+    assert (message.thread_id, message.sender_id, message.content) == (scene.thread_id, "bob", "I can reproduce it")
+    assert chat.message_ids(elsewhere) == [elsewhere_root]
+    assert chat.view.problems[("messages", scene.reply_id)].keys() == {
+        "thread_id (outside head)", "sender_id (outside head)", "body (outside head)", "head.payload"
+    }
+    # Stored twice, the Y.Text (what a stream appends to) is the body; the head's copy is reported.
+    assert chat.message(scene.turn_id).content == "Fixed in main."
+    assert chat.view.problems[("messages", scene.turn_id)].keys() == {"head.body"}
+    assert_agrees(chat)
 
-    # A repairing peer removes the stray fields from the messages, and only those.
-    assert chat.run_repairs() == 8
-    assert stored(chat)["messages"][scene.root_id].keys() == {"thread_id", "sender_id", "date", "body"}
-    assert chat.integrity().counts[INVALID_RECORDS] == 0
+
+def test_a_repaired_reply_target_is_a_rewritten_head_that_keeps_everything_else(chat: ChatDoc) -> None:
+    scene = healthy(chat)
+    edit_message(chat, scene.reply_id, author_id="bob", content="I can reproduce it on main")
+    before = stored(chat)["messages"]
+    stray = new_ulid()
+
+    def write(peer: Doc) -> None:
+        messages = root(peer, "messages")
+        rewrite_head(messages[scene.root_id], reply_to_message_id=scene.reply_id)  # the root made a reply
+        rewrite_head(messages[scene.reply_id], reply_to_message_id=scene.turn_id)  # a reply to a reply
+        rewrite_head(messages[scene.turn_id], reply_to_message_id=scene.reply_id)  # ditto, a streamed one
+        messages[stray] = raw_message(scene.thread_id)  # a second root
+
+    damaged(chat, write)
+    assert chat.run_repairs() == 4
+
+    after = stored(chat)["messages"]
+    for mid in (scene.root_id, scene.reply_id, scene.turn_id):
+        assert after[mid] == before[mid]  # the head as sent (its body too), the edit, the Y.Text body
+    assert after[stray] == {"head": {"thread_id": scene.thread_id, "sender_id": "mallory", "date": LATER,
+                                     "body": "a message", "reply_to_message_id": scene.root_id}}
+    assert chat.integrity().clean
+
+
+STRAY_SETTINGS = {"name": "hijacked", "thread_color": "#000000", "pin": True, "acp_config": {"model": "evil-model", "sessionId": "stolen"}}
+
+
+@pytest.mark.parametrize("inside_head", [False, True], ids=["beside the head", "inside the head"])
+def test_thread_settings_written_on_a_message_never_reach_thread_config(chat: ChatDoc, inside_head: bool) -> None:
+    scene = healthy(chat)
+    config_before = chat.thread_config(scene.thread_id)
+    bare = damaged(chat, lambda peer: thread_without_config(peer, scene))
+    targets = (scene.root_id, chat.thread(bare).root_message_id)
+    before = {mid: stored(chat)["messages"][mid] for mid in targets}
+
+    def write(peer: Doc) -> None:
+        for mid in targets:
+            record = root(peer, "messages")[mid]
+            if inside_head:
+                rewrite_head(record, **STRAY_SETTINGS)
+            else:
+                for name, value in STRAY_SETTINGS.items():
+                    record[name] = value
+
+    damaged(chat, write)
+
+    def assert_settings_unread() -> None:
+        assert chat.thread_config(scene.thread_id) == config_before
+        assert chat.thread_config(bare).name is None and chat.thread_config(bare).acp_config is None
+        assert not chat.thread_config(bare).pin
+        assert not chat.is_agent_thread(bare)
+        assert chat.message(scene.root_id).content == "please fix the bug"
+
+    assert_settings_unread()
+    assert chat.integrity().examples[INVALID_RECORDS] == sorted(f"messages:{mid}" for mid in targets)
+    if inside_head:
+        # Nothing rewrites a head but to re-point a reply: the settings stay, counted, for a person to see.
+        assert chat.run_repairs() == 0
+        assert chat.integrity().counts[INVALID_RECORDS] == 2
+    else:
+        # A repairing peer removes the stray fields from the messages, and only those.
+        assert chat.run_repairs() == 8
+        assert {mid: stored(chat)["messages"][mid] for mid in targets} == before
+        assert chat.integrity().counts[INVALID_RECORDS] == 0
+    assert_settings_unread()
 
 
 def test_patching_acp_config_over_a_plain_dict_keeps_its_keys(chat: ChatDoc) -> None:
@@ -586,15 +689,17 @@ def damage_at_random(chat: ChatDoc, rng: random.Random, threads: list[str], mess
     roots = chat.roots
     tid, mid = rng.choice(threads), rng.choice(messages)
     record = roots["messages"][mid]
-    choice = rng.randrange(12)
+    head = record.get("head") if isinstance(record, Map) else None
+    has_head = isinstance(head, dict)  # a head an earlier step broke is left as it is
+    choice = rng.randrange(13)
     if choice == 0 and tid in roots["threads"]:
         del roots["threads"][tid]
     elif choice == 1 and tid in roots["thread_configs"]:
         del roots["thread_configs"][tid]
-    elif choice == 2 and isinstance(record, Map):
-        record["reply_to_message_id"] = rng.choice(messages)
-    elif choice == 3 and isinstance(record, Map) and "reply_to_message_id" in record:
-        del record["reply_to_message_id"]
+    elif choice == 2 and has_head:
+        record["head"] = {**head, "reply_to_message_id": rng.choice(messages)}
+    elif choice == 3 and has_head and "reply_to_message_id" in head:
+        record["head"] = {k: v for k, v in head.items() if k != "reply_to_message_id"}
     elif choice == 4 and isinstance(record, Map):
         record["generating"] = rng.choice([True, False, "yes"])
     elif choice == 5 and tid in roots["thread_states"]:
@@ -602,16 +707,25 @@ def damage_at_random(chat: ChatDoc, rng: random.Random, threads: list[str], mess
         roots["thread_states"][tid]["active_message_id"] = mid
     elif choice == 6:
         del roots["messages"][mid]
-    elif choice == 7 and isinstance(record, Map):
-        record["thread_id"] = rng.choice([*threads, rng_ulid(rng)])
-    elif choice == 8 and isinstance(record, Map):
-        record["date"] = rng.choice([format_date(rng.randrange(10**12, 2 * 10**12)), "yesterday"])
+    elif choice == 7 and has_head:
+        record["head"] = {**head, "thread_id": rng.choice([*threads, rng_ulid(rng)])}
+    elif choice == 8 and has_head:
+        record["head"] = {**head, "date": rng.choice([format_date(rng.randrange(10**12, 2 * 10**12)), "yesterday"])}
     elif choice == 9 and isinstance(record, Map):
         record[rng.choice(["name", "acp_config"])] = "stray"
     elif choice == 10:
         roots["messages"][rng_ulid(rng)] = raw_message(rng.choice([*threads, rng_ulid(rng)]), reply_to=rng.choice([None, mid]))
     elif choice == 11 and tid in roots["threads"]:
         roots["threads"][tid]["root_message_id"] = rng.choice(messages)
+    elif choice == 12 and has_head:
+        # The layout broken: a head field beside the head, an unknown key in it, or no plain head at all.
+        kind = rng.randrange(3)
+        if kind == 0:
+            record["thread_id"] = rng.choice(threads)
+        elif kind == 1:
+            record["head"] = {**head, "payload": "legacy"}
+        else:
+            record["head"] = Map(head)
 
 
 @pytest.mark.parametrize("repair", [False, True], ids=["watching", "repairing"])

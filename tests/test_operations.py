@@ -87,8 +87,35 @@ def test_records_never_store_their_own_id(chat: ChatDoc) -> None:
     data = stored(chat)
     for message_id in (root, mid):
         assert "message_id" not in data["messages"][message_id]
+        assert "message_id" not in data["messages"][message_id]["head"]
     for name in ("threads", "thread_configs", "thread_states"):
         assert "thread_id" not in data[name][tid], name
+
+
+def test_a_message_sent_whole_is_one_head_and_a_streamed_reply_grows_a_ytext_beside_it(chat: ChatDoc) -> None:
+    tid, root = agent_thread(chat)
+    answer = reply(chat, tid, sender_id="bob", content="on it")
+    turn = start_turn(chat, tid, agent_id="codex", content="Look")
+    append_stream(chat, turn, "ing")
+    sent = {mid: chat.message(mid) for mid in (root, answer, turn)}
+
+    messages = stored(chat)["messages"]
+    assert messages[root] == {"head": {"thread_id": tid, "sender_id": "alice", "date": sent[root].date, "body": "please fix the bug"}}
+    assert messages[answer] == {
+        "head": {"thread_id": tid, "sender_id": "bob", "date": sent[answer].date, "reply_to_message_id": root, "body": "on it"}
+    }
+    assert messages[turn]["head"] == {"thread_id": tid, "sender_id": "codex", "date": sent[turn].date, "reply_to_message_id": root}
+    assert messages[turn]["body"] == "Looking"
+    assert chat.body(root) is None and chat.body(answer) is None  # nothing streams into a message sent whole
+    assert str(chat.body(turn)) == "Looking"
+
+    # Whatever happens to a message later is a field of its own: the head stays as it was sent.
+    heads = {mid: record["head"] for mid, record in messages.items()}
+    finalize_turn(chat, turn, usage={"input_tokens": 3, "output_tokens": 1, "total_tokens": 4})
+    edit_message(chat, answer, author_id="bob", content="on it now")
+    delete_message(chat, root, by="alice")
+    assert {mid: record["head"] for mid, record in stored(chat)["messages"].items()} == heads
+    assert chat.integrity().clean
 
 
 def test_replies_point_at_the_thread_root_not_at_the_previous_reply(chat: ChatDoc) -> None:
@@ -535,6 +562,19 @@ def test_fork_copies_messages_up_to_the_message_with_new_ids(chat: ChatDoc) -> N
     assert {k: v for k, v in stored(chat)["messages"].items() if k in source_before} == source_before
     assert chat.message_ids(tid) == [root, a, gone, b, after]
     assert chat.integrity().clean
+
+
+def test_a_fork_copies_a_streamed_reply_as_a_message_sent_whole(chat: ChatDoc) -> None:
+    tid, _ = agent_thread(chat)
+    turn = start_turn(chat, tid, agent_id="codex")
+    append_stream(chat, turn, "Fixed in main.")
+    finalize_turn(chat, turn)
+
+    _, mapping = fork_thread(chat, tid, turn, by="dave")
+
+    copy = stored(chat)["messages"][mapping[turn]]
+    assert copy.keys() == {"head"} and copy["head"]["body"] == "Fixed in main."
+    assert chat.body(mapping[turn]) is None and chat.message(mapping[turn]).content == "Fixed in main."
 
 
 def test_fork_carries_the_config_except_the_session_id(chat: ChatDoc) -> None:

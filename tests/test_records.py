@@ -12,6 +12,7 @@ from chatdoc.ids import is_date, is_ulid
 from chatdoc.records import (
     CONFIG_FIELDS,
     FIELDS_OF_ROOT,
+    HEAD_FIELDS,
     MESSAGE_FIELDS,
     MESSAGES,
     REQUIRED,
@@ -25,6 +26,7 @@ from chatdoc.records import (
     TextValue,
     decode_record,
     field_problem,
+    flatten_message,
     record_is_valid,
 )
 
@@ -111,12 +113,88 @@ def test_a_config_patch_names_only_known_fields_and_leaves_the_rest_unset() -> N
 # -- how a stored field is judged --------------------------------------------------------------------
 
 
-def test_a_body_must_be_a_ytext_and_other_fields_must_not_be() -> None:
-    assert field_problem(MESSAGES, "body", YTEXT) is None
+def test_a_body_is_a_plain_string_or_a_ytext_and_no_other_field_is_a_ytext() -> None:
+    assert field_problem(MESSAGES, "body", "hi") is None  # sent whole: from the head
+    assert field_problem(MESSAGES, "body", YTEXT) is None  # streamed
     assert field_problem(MESSAGES, "body", TextValue("hi")) is None
-    assert field_problem(MESSAGES, "body", "hi") is not None
-    assert field_problem(MESSAGES, "sender_id", YTEXT) is not None
+    assert field_problem(MESSAGES, "body", 5) is not None
+    for field in ("sender_id", "thread_id", "date", "reply_to_message_id", "acp_interrupted_text"):
+        assert field_problem(MESSAGES, field, YTEXT) is not None
+        assert field_problem(MESSAGES, field, TextValue(MID)) is not None
     assert field_problem(THREAD_CONFIGS, "name", TextValue("n")) is not None
+
+
+# -- how a stored message maps to the read model (flatten_message) ------------------------------------
+
+HEAD = {"thread_id": TID, "sender_id": "alice", "date": DATE, "body": "hi"}
+
+
+def misplaced(stored: dict) -> dict[str, str]:
+    """The flattened fields that are not read model fields, with why each is reported."""
+    flat = flatten_message(stored)
+    return {name: field_problem(MESSAGES, name, value) for name, value in flat.items() if name not in MESSAGE_FIELDS}
+
+
+def test_a_message_sent_whole_is_its_head() -> None:
+    assert flatten_message({"head": HEAD}) == HEAD
+    reply = {**HEAD, "reply_to_message_id": MID}
+    assert flatten_message({"head": reply, "generating": False}) == {**reply, "generating": False}
+    assert record_is_valid(MESSAGES, flatten_message({"head": reply}))
+
+
+def test_a_streamed_reply_reads_its_body_from_the_ytext_beside_the_head() -> None:
+    head = {k: v for k, v in HEAD.items() if k != "body"}
+    for text in (YTEXT, TextValue("streamed")):
+        flat = flatten_message({"head": head, "body": text, "generating": True})
+        assert flat == {**head, "body": text, "generating": True}
+        assert record_is_valid(MESSAGES, flat)
+
+
+@pytest.mark.parametrize(
+    ("stored", "names"),
+    [
+        ({"head": MapValue(HEAD)}, {"head"}),
+        ({"head": "hi"}, {"head"}),
+        ({"head": None}, {"head"}),
+        ({"head": [HEAD]}, {"head"}),
+        ({"head": {**HEAD, "payload": 1}}, {"head.payload"}),
+        ({"head": {**HEAD, "name": "hijacked"}}, {"head.name"}),
+        ({"head": {**HEAD, "acp_config": {"model": "evil"}}}, {"head.acp_config"}),
+        ({"head": HEAD, "thread_id": new_ulid()}, {"thread_id (outside head)"}),
+        ({"head": HEAD, "reply_to_message_id": MID}, {"reply_to_message_id (outside head)"}),
+        ({"head": HEAD, "body": "plain text"}, {"body (outside head)"}),
+        ({"head": HEAD, "body": YTEXT}, {"head.body"}),
+        ({"head": HEAD, "body": TextValue("again")}, {"head.body"}),
+        ({**HEAD}, {"thread_id (outside head)", "sender_id (outside head)", "date (outside head)", "body (outside head)"}),
+    ],
+    ids=[
+        "head is a Y.Map", "head is a string", "head is null", "head is a list", "unknown key in the head",
+        "thread setting in the head", "acp_config in the head", "thread_id beside the head",
+        "reply target beside the head", "plain-string body beside the head", "body stored twice (unread Y.Text)",
+        "body stored twice (read Y.Text)", "the flat layout of old",
+    ],
+)
+def test_a_misplaced_field_keeps_a_name_of_its_own_and_is_reported(stored: dict, names: set[str]) -> None:
+    problems = misplaced(stored)
+    assert problems.keys() == names
+    assert all(problems.values()), problems
+    assert not record_is_valid(MESSAGES, flatten_message(stored))
+
+
+def test_a_misplaced_field_is_never_read_as_the_real_one() -> None:
+    flat = flatten_message({"head": HEAD, "thread_id": new_ulid(), "sender_id": "mallory", "body": "plain text"})
+    assert {name: flat[name] for name in HEAD} == HEAD
+    # Stored twice, the Y.Text is the body (it is what a stream appends to); the head's copy is reported.
+    twice = flatten_message({"head": HEAD, "body": TextValue("streamed")})
+    assert (twice["body"], twice["head.body"]) == ("streamed", "hi")
+    assert "thread setting" in (field_problem(MESSAGES, "name", "x") or "")  # beside the head, as before
+    assert "in the head" in (field_problem(MESSAGES, "head.name", "x") or "")
+
+
+def test_a_message_without_a_readable_head_lacks_its_required_fields() -> None:
+    for stored in ({}, {"head": MapValue(HEAD)}, {"head": "hi"}, {"generating": False}):
+        assert not REQUIRED[MESSAGES] & flatten_message(stored).keys()
+    assert HEAD_FIELDS >= REQUIRED[MESSAGES]  # so every required field comes from the head
 
 
 def test_acp_config_must_be_a_ymap_of_known_value_types() -> None:
@@ -152,9 +230,13 @@ PLAIN_VALUES = st.one_of(
 )
 
 
+# What flatten_message names a misplaced message field (it never appears in other roots' records).
+MISPLACED = ["head", "head.payload", "head.body", "thread_id (outside head)", "body (outside head)"]
+
+
 @pytest.mark.parametrize("root", [MESSAGES, THREADS, THREAD_CONFIGS, THREAD_STATES])
 def test_the_fast_record_check_agrees_with_the_field_by_field_check(root: str) -> None:
-    names = sorted(FIELDS_OF_ROOT[root]) + ["payload"]
+    names = sorted(FIELDS_OF_ROOT[root]) + ["payload"] + (MISPLACED if root == MESSAGES else [])
 
     @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.dictionaries(st.sampled_from(names), PLAIN_VALUES, max_size=len(names)))
