@@ -390,9 +390,17 @@ def flatten_message(stored: dict[str, Any]) -> dict[str, Any]:
     becomes `head.<key>`, a head field written beside the head `<field> (outside head)`, and a head body
     beside a Y.Text body `head.body` (the text is stored twice)."""
     head = stored.get(HEAD)
-    if type(head) is dict and len(stored) == 1 and head.keys() <= HEAD_FIELDS:
-        return head  # the common case: a message nobody touched since it was sent
-    flat: dict[str, Any] = {}
+    if type(head) is dict and head.keys() <= HEAD_FIELDS:
+        if len(stored) == 1:
+            return head  # the common case: a message nobody touched since it was sent
+        body = stored.get("body")
+        if stored.keys().isdisjoint(HEAD_ONLY) and (
+            body is None or ("body" not in head and (body is YTEXT or type(body) is TextValue))
+        ):
+            flat = {**stored, **head}  # edited, deleted, or a streamed reply: everything in its place
+            del flat[HEAD]
+            return flat
+    flat = {}
     if type(head) is dict:
         for key, value in head.items():
             flat[key if key in HEAD_FIELDS else f"{HEAD}.{key}"] = value
