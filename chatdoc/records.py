@@ -457,13 +457,13 @@ def all_valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]
         msgspec.convert(heads, list[_SentHead])
     except msgspec.ValidationError:
         return False
-    for head in heads:
-        for name in ("thread_id", "reply_to_message_id"):
-            value = head.get(name)
-            if value is not None and value not in valid_ids:
-                if _ULID.match(value) is None:
-                    return False
-                valid_ids.add(value)
+    ids = {head["thread_id"] for head in heads}
+    ids.update([head.get("reply_to_message_id") for head in heads])
+    ids.discard(None)
+    for value in ids - valid_ids:
+        if _ULID.match(value) is None:
+            return False
+        valid_ids.add(value)
     return (
         _ULID_LINES.fullmatch("\n".join([mid for mid, _ in batch])) is not None
         and _DATE_LINES.fullmatch("\n".join([head["date"] for head in heads])) is not None
