@@ -417,7 +417,7 @@ def flatten_message(stored: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-# A head's types without the patterns: ids and dates are checked apart, in bulk (see `all_valid_heads`).
+# A head's types without the patterns: ids and dates are checked apart, in bulk (see `valid_heads`).
 _SentHead = msgspec.defstruct(
     "SentHead",
     [(name, str) for name in sorted(REQUIRED[MESSAGES])] + [("reply_to_message_id", str | None, None)],
@@ -445,29 +445,28 @@ def _sent_is_valid(head: dict[str, Any]) -> bool:
     )
 
 
-def all_valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]) -> bool:
-    """Whether every (message id, head) of a batch is a well-formed message sent whole (a head and
-    nothing else): what `record_is_valid` says of each, in a few C-level calls for the batch. Thread and
-    reply ids repeat, so each distinct one is checked once and remembered in `valid_ids`. False says
-    nothing about which: ask `field_problem`."""
-    if not batch:
-        return True
-    heads = [head for _, head in batch]
+def valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]) -> list[Any] | None:
+    """The heads of a batch of (message id, head) as structs when every message is well formed and sent
+    whole (a head and nothing else): what `record_is_valid` says of each, in a few C-level calls for the
+    batch. Thread and reply ids repeat, so each distinct one is checked once and remembered in
+    `valid_ids`. None says nothing about which is not: ask `field_problem`."""
     try:
-        msgspec.convert(heads, list[_SentHead])
+        heads = msgspec.convert([head for _, head in batch], list[_SentHead])
     except msgspec.ValidationError:
-        return False
-    ids = {head["thread_id"] for head in heads}
-    ids.update([head.get("reply_to_message_id") for head in heads])
+        return None
+    ids = {head.thread_id for head in heads}
+    ids.update([head.reply_to_message_id for head in heads])
     ids.discard(None)
     for value in ids - valid_ids:
         if _ULID.match(value) is None:
-            return False
+            return None
         valid_ids.add(value)
-    return (
+    if not batch or (
         _ULID_LINES.fullmatch("\n".join([mid for mid, _ in batch])) is not None
-        and _DATE_LINES.fullmatch("\n".join([head["date"] for head in heads])) is not None
-    )
+        and _DATE_LINES.fullmatch("\n".join([head.date for head in heads])) is not None
+    ):
+        return heads
+    return None
 
 
 def _message_layout_problem(field: str, value: object) -> str | None:
