@@ -301,6 +301,9 @@ class ChatDoc:
         broken = self.invariants.check(messages, threads)
         for listener in self._listeners:
             listener(messages, threads)
+        self._repair_if(broken)
+
+    def _repair_if(self, broken: bool) -> None:
         if broken and self.repairing and not self._repair_pending:
             self._repair_pending = True
             if self._schedule is not None:
@@ -314,7 +317,7 @@ class ChatDoc:
     def _index_everything(self) -> None:
         _index(self.doc, self.roots, self.view)
         with _no_collector():
-            self._after_change()
+            self._repair_if(self.invariants.check_all())
 
     def _read(self, root: str, record_id: str) -> Any:
         """Read and validate one record; None when absent or quarantined."""
@@ -443,24 +446,23 @@ def _index_messages(tx: Any, root_map: Any, view: ChatView) -> None:
     This loop runs once per message when a document opens: three calls into pycrdt for a message sent
     whole (the record, its size, its head), nothing more."""
     fresh = not view.messages and not view.problems
-    sent: list[tuple[str, dict[str, Any]]] = []
-    changed: list[tuple[str, dict[str, Any]]] = []
     get = root_map.get
-    for mid in root_map.keys(tx):
-        record = get(tx, mid)
-        head = sent_head(tx, record)
-        if head is not None:
-            sent.append((mid, head))
-            if len(sent) == BATCH:
-                view.add_messages(sent, changed, fresh=fresh)
-                sent, changed = [], []
-            continue
-        fields = ystore.read_record(tx, MESSAGES, record, text=False)
-        if fields is None:
-            view.upsert(MESSAGES, mid, None)
-        else:
-            changed.append((mid, fields))
-    view.add_messages(sent, changed, fresh=fresh)
+    ids = root_map.keys(tx)
+    for start in range(0, len(ids), BATCH):
+        sent: list[tuple[str, dict[str, Any]]] = []
+        changed: list[tuple[str, dict[str, Any]]] = []
+        for mid in ids[start:start + BATCH]:
+            record = get(tx, mid)
+            head = sent_head(tx, record)
+            if head is not None:
+                sent.append((mid, head))
+                continue
+            fields = ystore.read_record(tx, MESSAGES, record, text=False)
+            if fields is None:
+                view.upsert(MESSAGES, mid, None)
+            else:
+                changed.append((mid, fields))
+        view.add_messages(sent, changed, fresh=fresh)
 
 
 def init_meta(chat: ChatDoc) -> None:

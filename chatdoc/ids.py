@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 
 from ulid import ULID
 
-ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
-DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"  # ASCII digits only
+# `\Z`, not `$`: `$` also matches before a final newline, and "<id>\n" is not an id.
+ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}\Z"
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\Z"  # ASCII digits only
 _ULID_RE = re.compile(ULID_PATTERN)
 _DATE_RE = re.compile(DATE_PATTERN)
 
@@ -49,6 +50,41 @@ def is_ulid(value: object) -> bool:
 
 def is_date(value: object) -> bool:
     return isinstance(value, str) and _DATE_RE.match(value) is not None
+
+
+# Checking many ids or dates at once (opening a document checks 100,000 of each): joined and encoded, they
+# are checked by byte-table scans (`bytes.translate` deletes the allowed bytes; what is left is wrong),
+# several times faster than a regular expression per value or one over the joined text. Each says exactly
+# what `is_ulid` / `is_date` of every value says (tests/test_ids.py compares them).
+_CROCKFORD_BYTES = _CROCKFORD.encode()
+_DATE_SEPARATORS = ((4, b"-"), (7, b"-"), (10, b"T"), (13, b":"), (16, b":"), (19, b"."), (23, b"Z"))
+
+
+def all_ulids(values: list[str]) -> bool:
+    """Whether every value is a ULID."""
+    if not values:
+        return True
+    joined = "".join(values)
+    if set(map(len, values)) != {26} or not joined.isascii():
+        return False
+    raw = joined.encode()
+    # Only Crockford's alphabet, and each first character 0-7 (128 bits in 26 characters).
+    return not raw.translate(None, _CROCKFORD_BYTES) and not raw[::26].translate(None, b"01234567")
+
+
+def all_dates(values: list[str]) -> bool:
+    """Whether every value is a date in the one stored form (`2026-01-10T12:00:00.000Z`)."""
+    if not values:
+        return True
+    joined = "".join(values)
+    if set(map(len, values)) != {24} or not joined.isascii():
+        return False
+    raw = joined.encode()
+    for offset, separator in _DATE_SEPARATORS:
+        if raw[offset::24].strip(separator):
+            return False  # something else where this separator belongs
+    digits = raw.translate(None, b"-T:.Z")  # 17 digits a date, and nothing else
+    return len(digits) == 17 * len(values) and not digits.translate(None, b"0123456789")
 
 
 def format_date(ms: int) -> str:

@@ -7,6 +7,7 @@ legitimate, and both must survive; it is reported, never "repaired".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from .records import (
     THREAD_STATES,
     THREADS,
 )
-from .view import ChatView
+from .view import ChatView, MessageRow
 
 ORPHAN_MESSAGES = "chat.integrity.orphan_messages"
 MULTI_ROOT = "chat.integrity.multi_root_per_thread"
@@ -100,6 +101,19 @@ class Invariants:
             self._check_thread(tid)
         return any(self.found.values()) or bool(self.view.problems)
 
+    def check_all(self) -> bool:
+        """Check every record of the view from scratch (opening a document, a full check), without
+        marking 100,000 messages dirty first. Returns whether any violation is present."""
+        view = self.view
+        view.dirty_messages, view.dirty_threads, view.dirty_thread_records = set(), set(), set()
+        for found in self.found.values():
+            found.clear()
+        self.found[DUPLICATE_DATE_ROWS] = view.all_same_moments()
+        self._check_rows(view.messages.values())
+        for tid in {*view.threads, *view.states, *view.agent_configs, *view.by_thread}:
+            self._check_thread(tid)
+        return any(self.found.values()) or bool(view.problems)
+
     def report(self) -> IntegrityReport:
         offenders = {name: ids for name, ids in self.found.items()}
         offenders[INVALID_RECORDS] = {f"{root}:{rid}" for root, rid in self.view.problems}
@@ -115,20 +129,23 @@ class Invariants:
             duplicates.update(same)
 
     def _check_messages(self, messages: set[str]) -> None:
-        """Orphans and reply targets: one loop, as it runs over every message when a document opens."""
+        """Orphans and reply targets of these messages (see `check_all` for all of them)."""
         orphans, bad_targets = self.found[ORPHAN_MESSAGES], self.found[INVALID_REPLY_TARGETS]
         orphans.difference_update(messages)
         bad_targets.difference_update(messages)
-        rows, threads = self.view.messages, self.view.threads
-        for mid in messages:
-            row = rows.get(mid)
-            if row is None:
-                continue
+        rows = self.view.messages
+        self._check_rows([row for mid in messages if (row := rows.get(mid)) is not None])
+
+    def _check_rows(self, rows: Iterable[MessageRow]) -> None:
+        """Orphans and reply targets: one loop, as it runs over every message when a document opens."""
+        orphans, bad_targets = self.found[ORPHAN_MESSAGES], self.found[INVALID_REPLY_TARGETS]
+        threads = self.view.threads
+        for row in rows:
             thread = threads.get(row.thread_id)
             if thread is None:
-                orphans.add(mid)
+                orphans.add(row.message_id)
             elif row.reply_to is not None and row.reply_to != thread.root_message_id:
-                bad_targets.add(mid)
+                bad_targets.add(row.message_id)
 
     def _check_thread(self, tid: str) -> None:
         for name in (MULTI_ROOT, MISSING_ROOT_MESSAGE, MISSING_THREAD_CONFIG, FINALIZE_MISMATCH):
@@ -162,10 +179,7 @@ _WHOLE = 1000  # messages checked at once above which same-moment messages are f
 def full_check(view: ChatView) -> IntegrityReport:
     """Check every record of `view` from scratch (the incremental checker must agree with this)."""
     checker = Invariants(view)
-    view.dirty_messages.update(view.messages)
-    view.dirty_thread_records.update(view.threads)
-    view.dirty_threads.update(view.states, view.agent_configs, view.by_thread)
-    checker.update()
+    checker.check_all()
     return checker.report()
 
 

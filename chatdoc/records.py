@@ -7,14 +7,13 @@ SCHEMA.md is the same contract in prose, for clients in other languages.
 
 from __future__ import annotations
 
-import re
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from .ids import DATE_PATTERN, ULID_PATTERN
+from .ids import DATE_PATTERN, ULID_PATTERN, all_dates, all_ulids, is_date, is_ulid
 
 SCHEMA_VERSION = 2
 
@@ -425,10 +424,6 @@ _SentHead = msgspec.defstruct(
     forbid_unknown_fields=True,
     gc=False,
 )
-_ULID_LINES = re.compile(f"(?:{ULID_PATTERN[1:-1]}\n)*{ULID_PATTERN[1:-1]}")
-_DATE_LINES = re.compile(f"(?:{DATE_PATTERN[1:-1]}\n)*{DATE_PATTERN[1:-1]}")
-_ULID = re.compile(ULID_PATTERN)
-_DATE = re.compile(DATE_PATTERN)
 
 
 def _sent_is_valid(head: dict[str, Any]) -> bool:
@@ -438,11 +433,7 @@ def _sent_is_valid(head: dict[str, Any]) -> bool:
     except msgspec.ValidationError:
         return False
     reply_to = head.get("reply_to_message_id")
-    return (
-        _ULID.match(head["thread_id"]) is not None
-        and (reply_to is None or _ULID.match(reply_to) is not None)
-        and _DATE.match(head["date"]) is not None
-    )
+    return is_ulid(head["thread_id"]) and (reply_to is None or is_ulid(reply_to)) and is_date(head["date"])
 
 
 def valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]) -> list[Any] | None:
@@ -454,6 +445,14 @@ def valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]) ->
         heads = msgspec.convert([head for _, head in batch], list[_SentHead])
     except msgspec.ValidationError:
         return None
+    ids = {head.thread_id for head in heads}
+    ids.update([head.reply_to_message_id for head in heads])
+    ids.discard(None)
+    new = list(ids - valid_ids)
+    if not (all_ulids(new) and all_ulids([mid for mid, _ in batch]) and all_dates([head.date for head in heads])):
+        return None
+    valid_ids.update(new)
+    return heads
     ids = {head.thread_id for head in heads}
     ids.update([head.reply_to_message_id for head in heads])
     ids.discard(None)
