@@ -46,6 +46,7 @@ from .records import (
     RecordError,
     convert,
     decode_record,
+    flatten_message,
     read_acp_config,
     Thread,
     ThreadConfig,
@@ -457,11 +458,11 @@ def _index_messages(tx: Any, root_map: Any, view: ChatView) -> None:
             if head is not None:
                 sent.append((mid, head))
                 continue
-            fields = ystore.read_record(tx, MESSAGES, record, text=False)
+            fields = ystore.read_fields(tx, record, text=False)  # (`sent_head` said it is more than a head)
             if fields is None:
                 view.upsert(MESSAGES, mid, None)
             else:
-                changed.append((mid, fields))
+                changed.append((mid, flatten_message(fields)))
         view.add_messages(sent, changed, fresh=fresh)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .ids import is_ulid
+from .ids import all_ulids, is_ulid
 from .records import (
     MESSAGES,
     REQUIRED,
@@ -217,8 +217,9 @@ class ChatView:
         head, are validated a batch per msgspec call and their rows built in one loop; `others` (their
         fields flattened) one record_is_valid call each. Whatever fails validation goes through
         `upsert`, which finds and names each problem. `fresh`: none of them is in the view yet."""
+        well_named = fresh and all_ulids([mid for mid, _ in others])
         for mid, fields in others:
-            if not (fresh and is_ulid(mid) and record_is_valid(MESSAGES, fields)):
+            if not (well_named and record_is_valid(MESSAGES, fields)):
                 self.upsert(MESSAGES, mid, fields)
             else:
                 self._add_message(
