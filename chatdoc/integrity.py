@@ -131,8 +131,10 @@ class Invariants:
     def _check_messages(self, messages: set[str]) -> None:
         """Orphans and reply targets of these messages (see `check_all` for all of them)."""
         orphans, bad_targets = self.found[ORPHAN_MESSAGES], self.found[INVALID_REPLY_TARGETS]
-        orphans.difference_update(messages)
-        bad_targets.difference_update(messages)
+        if orphans:  # (mostly empty: this runs for every update a peer receives)
+            orphans.difference_update(messages)
+        if bad_targets:
+            bad_targets.difference_update(messages)
         rows = self.view.messages
         self._check_rows([row for mid in messages if (row := rows.get(mid)) is not None])
 
@@ -148,8 +150,10 @@ class Invariants:
                 bad_targets.add(row.message_id)
 
     def _check_thread(self, tid: str) -> None:
-        for name in (MULTI_ROOT, MISSING_ROOT_MESSAGE, MISSING_THREAD_CONFIG, FINALIZE_MISMATCH):
-            self.found[name].discard(tid)
+        found = self.found
+        for name in _THREAD_COUNTERS:
+            if found[name]:
+                found[name].discard(tid)
         view = self.view
         thread = view.threads.get(tid)
         if thread is not None:
@@ -173,6 +177,7 @@ class Invariants:
 
 
 _DERIVED = frozenset({INVALID_RECORDS})  # computed from the view at report time
+_THREAD_COUNTERS = (MULTI_ROOT, MISSING_ROOT_MESSAGE, MISSING_THREAD_CONFIG, FINALIZE_MISMATCH)
 _WHOLE = 1000  # messages checked at once above which same-moment messages are found in one pass
 
 

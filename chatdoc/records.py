@@ -355,12 +355,12 @@ def field_problem(root: str, field: str, value: object) -> str | None:
     return None
 
 
-def record_is_valid(root: str, fields: dict[str, Any]) -> bool:
+def record_is_valid(root: str, fields: dict[str, Any], known_ids: set[str] | frozenset[str] = frozenset()) -> bool:
     """Whether a stored record (as read with bodies unread) is well shaped and well typed, in one
     msgspec call. False sends the record down the field-by-field path (`field_problem`), which says
-    what is wrong; records with edits take that path too, being rarer."""
+    what is wrong. `known_ids`: ids already found to be ULIDs (a thread's id repeats in every message)."""
     if root == MESSAGES and fields.keys() <= HEAD_FIELDS:
-        return _sent_is_valid(fields)  # a message sent whole: nothing but its head
+        return _sent_is_valid(fields, known_ids)  # a message sent whole: nothing but its head
     plain = fields
     extra = fields.keys() - FIELDS_OF_ROOT[root]
     if extra:
@@ -426,14 +426,18 @@ _SentHead = msgspec.defstruct(
 )
 
 
-def _sent_is_valid(head: dict[str, Any]) -> bool:
-    """`record_is_valid` of a message holding nothing but a head, a small struct and two patterns."""
+def _sent_is_valid(head: dict[str, Any], known_ids: set[str] | frozenset[str]) -> bool:
+    """`record_is_valid` of a message holding nothing but a head: a small struct and the patterns."""
     try:
         msgspec.convert(head, _SentHead)
     except msgspec.ValidationError:
         return False
-    reply_to = head.get("reply_to_message_id")
-    return is_ulid(head["thread_id"]) and (reply_to is None or is_ulid(reply_to)) and is_date(head["date"])
+    thread_id, reply_to = head["thread_id"], head.get("reply_to_message_id")
+    return (
+        (thread_id in known_ids or is_ulid(thread_id))
+        and (reply_to is None or reply_to in known_ids or is_ulid(reply_to))
+        and is_date(head["date"])
+    )
 
 
 def valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]) -> list[Any] | None:

@@ -85,7 +85,7 @@ class ChatView:
     def upsert(self, root: str, record_id: str, fields: dict[str, Any] | None) -> None:
         """Index one record as stored now (`fields` None: the value is not a map at all)."""
         self.remove(root, record_id)
-        problems = _problems(root, record_id, fields)
+        problems = _problems(root, record_id, fields, self._valid_ids)
         ok = fields
         if problems:
             key = (root, record_id)
@@ -333,14 +333,14 @@ class ChatView:
             self.dirty_threads.add(record_id)
 
 
-def _problems(root: str, record_id: str, fields: dict[str, Any] | None) -> dict[str, str]:
+def _problems(root: str, record_id: str, fields: dict[str, Any] | None, known_ids: set[str]) -> dict[str, str]:
     problems: dict[str, str] = {}
     if not is_ulid(record_id):
         problems["<key>"] = f"record key {record_id!r} is not a ULID"
     if fields is None:
         problems["<record>"] = "record is not a Y.Map"
         return problems
-    if not problems and record_is_valid(root, fields):
+    if not problems and record_is_valid(root, fields, known_ids):
         return problems  # the common case: one msgspec call for the whole record
     for name, value in fields.items():
         reason = field_problem(root, name, value)
