@@ -62,29 +62,29 @@ _DATE_SEPARATORS = ((4, b"-"), (7, b"-"), (10, b"T"), (13, b":"), (16, b":"), (1
 
 def all_ulids(values: list[str]) -> bool:
     """Whether every value is a ULID."""
-    if not values:
-        return True
-    joined = "".join(values)
-    if set(map(len, values)) != {26} or not joined.isascii():
-        return False
-    raw = joined.encode()
+    raw = _joined(values, 26)
     # Only Crockford's alphabet, and each first character 0-7 (128 bits in 26 characters).
-    return not raw.translate(None, _CROCKFORD_BYTES) and not raw[::26].translate(None, b"01234567")
+    return raw is not None and not raw.translate(None, _CROCKFORD_BYTES) and not raw[::26].translate(None, b"01234567")
 
 
 def all_dates(values: list[str]) -> bool:
     """Whether every value is a date in the one stored form (`2026-01-10T12:00:00.000Z`)."""
-    if not values:
-        return True
-    joined = "".join(values)
-    if set(map(len, values)) != {24} or not joined.isascii():
+    raw = _joined(values, 24)
+    if raw is None:
         return False
-    raw = joined.encode()
     for offset, separator in _DATE_SEPARATORS:
         if raw[offset::24].strip(separator):
             return False  # something else where this separator belongs
     digits = raw.translate(None, b"-T:.Z")  # 17 digits a date, and nothing else
     return len(digits) == 17 * len(values) and not digits.translate(None, b"0123456789")
+
+
+def _joined(values: list[str], length: int) -> bytes | None:
+    """The values joined, as bytes, when each is `length` ASCII characters; else None."""
+    joined = "".join(values)
+    if values and (set(map(len, values)) != {length} or not joined.isascii()):
+        return None
+    return joined.encode()
 
 
 def format_date(ms: int) -> str:

@@ -7,10 +7,8 @@ each row's legacy identity, nothing reads a clock, and every loop runs in file o
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from msgspec import Struct
 
 from . import chatfile
 from .chatfile import ChatFile, FileRecord, LegacyLine
-from .document import ChatDoc
+from .document import ChatDoc, collector_paused
 from .ids import derived_ulid, is_ulid
 from .integrity import IntegrityReport, full_check
 from .legacy import (
@@ -143,26 +141,12 @@ def migrate_bytes(data: bytes, *, source: str = "<bytes>", progress: Progress | 
 
     Raises VerificationFailed when the result would not pass the full integrity check, MigrationError
     when the input is not a chat file at all."""
-    with _bulk():
+    with collector_paused():
         return _migrate_bytes(data, source, progress or _quiet)
 
 
 def _quiet(what: str, done: int, total: int) -> None:
     pass
-
-
-@contextmanager
-def _bulk() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a migration builds its rows and records: they are a few
-    hundred thousand small objects without cycles, which the collector would otherwise walk over and over
-    (a third of the migration's time). Reference counting still frees everything as usual."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _migrate_bytes(data: bytes, source: str, progress: Progress) -> Migration:

@@ -457,19 +457,6 @@ def valid_heads(batch: list[tuple[str, dict[str, Any]]], valid_ids: set[str]) ->
         return None
     valid_ids.update(new)
     return heads
-    ids = {head.thread_id for head in heads}
-    ids.update([head.reply_to_message_id for head in heads])
-    ids.discard(None)
-    for value in ids - valid_ids:
-        if _ULID.match(value) is None:
-            return None
-        valid_ids.add(value)
-    if not batch or (
-        _ULID_LINES.fullmatch("\n".join([mid for mid, _ in batch])) is not None
-        and _DATE_LINES.fullmatch("\n".join([head.date for head in heads])) is not None
-    ):
-        return heads
-    return None
 
 
 def _message_layout_problem(field: str, value: object) -> str | None:
