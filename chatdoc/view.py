@@ -96,9 +96,7 @@ class ChatView:
                 return
             ok = {f: v for f, v in fields.items() if f not in problems}
         if root == MESSAGES:
-            self._add_message(
-                record_id, ok, bool(ok.get("generating")), bool(ok.get("acp_interrupted")), ok.get("deleted_at") is not None
-            )
+            self._add_message(record_id, ok)
         elif root == THREADS:
             self._add_thread(record_id, ok)
         elif root == THREAD_CONFIGS:
@@ -222,10 +220,7 @@ class ChatView:
             if not (well_named and record_is_valid(MESSAGES, fields)):
                 self.upsert(MESSAGES, mid, fields)
             else:
-                self._add_message(
-                    mid, fields, bool(fields.get("generating")), bool(fields.get("acp_interrupted")),
-                    fields.get("deleted_at") is not None, bulk=True,
-                )
+                self._add_message(mid, fields, bulk=True)
         for start in range(0, len(heads), BATCH):
             batch = heads[start:start + BATCH]
             valid = valid_heads(batch, self._valid_ids)
@@ -263,9 +258,7 @@ class ChatView:
         self.dirty_messages.update(mids)
         self.dirty_threads.update(unsorted)
 
-    def _add_message(
-        self, mid: str, f: dict[str, Any], generating: bool, interrupted: bool, deleted: bool, *, bulk: bool = False
-    ) -> None:
+    def _add_message(self, mid: str, f: dict[str, Any], *, bulk: bool = False) -> None:
         # Ids and senders repeat across a thread: one string object each, not one per message.
         intern = self._strings.setdefault
         tid = intern(f["thread_id"], f["thread_id"])
@@ -274,7 +267,10 @@ class ChatView:
         if reply_to is not None:
             reply_to = intern(reply_to, reply_to)
         date = f["date"]
-        self.messages[mid] = MessageRow(mid, tid, sender, date, reply_to, generating, interrupted, deleted)
+        self.messages[mid] = MessageRow(
+            mid, tid, sender, date, reply_to,
+            bool(f.get("generating")), bool(f.get("acp_interrupted")), f.get("deleted_at") is not None,
+        )
         key = (date, mid)
         order = self.by_thread.get(tid)
         if order is None:

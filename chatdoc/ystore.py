@@ -86,10 +86,6 @@ def sent_head(txn: Any, record: Any) -> dict[str, Any] | None:
     return None
 
 
-def record_ids(txn: Any, root: Map) -> list[str]:
-    return list(root.integrated.keys(txn))
-
-
 def get_record(txn: Any, root: Any, record_id: str) -> Any:
     """The Rust handle stored under `record_id` of a root map (a pycrdt Map or its Rust handle), or None."""
     root = root if type(root) is _YMap else root.integrated
