@@ -267,7 +267,7 @@ class ChatDoc:
             return False
         if repair.action == "move_into_head":
             return _move_into_head(record)
-        if repair.root == MESSAGES and repair.field in HEAD_FIELDS:
+        if repair.root == MESSAGES and (repair.field in HEAD_FIELDS or repair.field.startswith(HEAD + ".")):
             return _repair_head(record, repair)
         if repair.action == "delete":
             if repair.field not in record:
@@ -348,17 +348,19 @@ class ChatDoc:
 
 
 def _repair_head(record: Map, repair: Repair) -> bool:
-    """Re-point (or clear) a head field: the head is rewritten whole, everything else in it kept as is.
-    Two peers making the same repair write equal heads, so whichever wins, they agree."""
+    """Re-point (or clear) a head field, or remove a thread setting written into the head: the head is
+    rewritten whole, everything else in it kept as is. Two peers making the same repair write equal heads,
+    so whichever wins, they agree."""
     head = record.get(HEAD)
     if type(head) is not dict:
         return False  # no readable head: a person must look
+    name = repair.field.removeprefix(HEAD + ".")  # `head.name`: a thread setting written into the head
     if repair.action == "delete":
-        if repair.field not in head:
+        if name not in head:
             return False
-        record[HEAD] = {k: v for k, v in head.items() if k != repair.field}
-    elif head.get(repair.field) != repair.value:
-        record[HEAD] = {**head, repair.field: repair.value}
+        record[HEAD] = {k: v for k, v in head.items() if k != name}
+    elif head.get(name) != repair.value:
+        record[HEAD] = {**head, name: repair.value}
     else:
         return False
     return True

@@ -245,7 +245,10 @@ def plan_repairs(view: ChatView, found: dict[str, set[str]], *, offline: bool = 
         plan.append(Repair(THREAD_STATES, tid, "set", "state", settled))
     for (root, rid), problems in sorted(view.problems.items()):
         if root == MESSAGES:
-            plan.extend(Repair(MESSAGES, rid, "delete", f) for f in sorted(problems) if f in CONFIG_ONLY_FIELDS)
+            plan.extend(
+                Repair(MESSAGES, rid, "delete", f) for f in sorted(problems)
+                if f in CONFIG_ONLY_FIELDS or f.removeprefix(HEAD + ".") in CONFIG_ONLY_FIELDS  # beside or in the head
+            )
             if HEAD not in problems and "thread_id" in problems and "thread_id" + OUTSIDE_HEAD in problems:
                 # No head, its fields beside it: a message in the flat layout of early v2 files and
                 # clients. Moving them into a head is the same write on every peer.

@@ -42,6 +42,7 @@ from chatdoc.integrity import (
     MULTI_ROOT,
     ORPHAN_MESSAGES,
 )
+from chatdoc.records import CONFIG_ONLY_FIELDS
 
 LATER = "2026-01-10T12:30:00.000Z"
 
@@ -89,8 +90,9 @@ def damaged(chat: ChatDoc, write: Callable[[Doc], object]) -> object:
 
 def contents(holder: ChatDoc | Doc) -> dict[str, tuple[object, object]]:
     """What no repair may change in any message, quarantined ones included: its head but for the reply
-    target (which a repair re-points by rewriting the head), and whatever is stored as `body` beside it
-    (a streamed reply's Y.Text, or a peer's misplaced string)."""
+    target (which a repair re-points by rewriting the head) and thread settings written into it (which a
+    repair removes, as it does beside the head), and whatever is stored as `body` beside it (a streamed
+    reply's Y.Text, or a peer's misplaced string)."""
     messages = holder.roots["messages"] if isinstance(holder, ChatDoc) else root(holder, "messages")
     kept = {}
     for mid, record in messages.items():
@@ -98,7 +100,7 @@ def contents(holder: ChatDoc | Doc) -> dict[str, tuple[object, object]]:
             fields = record.to_py()
             head = fields.get("head")
             if isinstance(head, dict):
-                head = {k: v for k, v in head.items() if k != "reply_to_message_id"}
+                head = {k: v for k, v in head.items() if k != "reply_to_message_id" and k not in CONFIG_ONLY_FIELDS}
             kept[mid] = (head, fields.get("body"))
     return kept
 
@@ -584,15 +586,11 @@ def test_thread_settings_written_on_a_message_never_reach_thread_config(chat: Ch
 
     assert_settings_unread()
     assert chat.integrity().examples[INVALID_RECORDS] == sorted(f"messages:{mid}" for mid in targets)
-    if inside_head:
-        # Nothing rewrites a head but to re-point a reply: the settings stay, counted, for a person to see.
-        assert chat.run_repairs() == 0
-        assert chat.integrity().counts[INVALID_RECORDS] == 2
-    else:
-        # A repairing peer removes the stray fields from the messages, and only those.
-        assert chat.run_repairs() == 8
-        assert {mid: stored(chat)["messages"][mid] for mid in targets} == before
-        assert chat.integrity().counts[INVALID_RECORDS] == 0
+    # A repairing peer removes the stray fields from the messages (beside the head, or out of a rewritten
+    # head), and only those.
+    assert chat.run_repairs() == 8
+    assert {mid: stored(chat)["messages"][mid] for mid in targets} == before
+    assert chat.integrity().counts[INVALID_RECORDS] == 0
     assert_settings_unread()
 
 
