@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from pycrdt import Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text
 
 from . import ystore
 from .ystore import sent_head
@@ -96,6 +96,8 @@ class ChatDoc:
         self._depth = 0
         self.observer_errors: list[BaseException] = []
         self._listeners: list[Callable[[set[str], set[str]], None]] = []
+        # The same roots seen as lists: what a peer that wrote a root as a Y.Array or Y.Text put there.
+        self._stray_lists = {root: self.doc.get(root, type=Array).integrated for root in RECORD_ROOTS}
         # Raw (Rust-level) deep observers: pycrdt's wrappers cost more than the checks themselves.
         # Long-lived and kept referenced: a collected Subscription silently stops firing.
         self._subscriptions = [
@@ -392,7 +394,10 @@ def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events:
         for event in events:
             path = event.path
             if not path:
-                for rid, change in event.keys.items():
+                keys = event.keys
+                if not keys:  # the root's list part changed: something no reader sees
+                    view.set_stray_items(root, chat._stray_lists[root].len(tx))
+                for rid, change in keys.items():
                     touched.discard(rid)
                     if change["action"] == "delete":
                         view.remove(root, rid)
@@ -419,6 +424,7 @@ def _index(doc: Doc, roots: dict[str, Map], view: ChatView | None = None) -> Cha
         tx = ystore.raw(txn)
         for root in RECORD_ROOTS:
             root_map = roots[root].integrated
+            view.set_stray_items(root, doc.get(root, type=Array).integrated.len(tx))
             if root == MESSAGES:
                 _index_messages(tx, root_map, view)
                 continue

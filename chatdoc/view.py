@@ -25,6 +25,7 @@ from .records import (
     valid_heads,
 )
 
+STRAY = "<list items>"  # the "record id" under which a root's stray list items are reported
 BATCH = 1024  # heads validated per msgspec call: large enough to amortise it, small to redo on failure
 
 
@@ -108,6 +109,15 @@ class ChatView:
         elif root == THREAD_STATES:
             self.states[record_id] = StateRow(ok.get("state", "idle"), ok.get("active_message_id"))
             self.dirty_threads.add(record_id)
+
+    def set_stray_items(self, root: str, count: int) -> None:
+        """Note the list items (Y.Array or Y.Text content) that a peer wrote straight into a record root,
+        which is a map: no reader sees them, so they are reported, as the root's own problem."""
+        key = (root, STRAY)
+        if count:
+            self.problems[key] = {STRAY: f"{count} list item(s) written into the {root!r} map (as a Y.Array or Y.Text): not records, never read"}
+        else:
+            self.problems.pop(key, None)
 
     def remove(self, root: str, record_id: str) -> None:
         if self.problems:
