@@ -174,11 +174,11 @@ class ChatView:
         each thread's order (what a full check uses instead of asking `same_moment` per message)."""
         found: set[str] = set()
         rows = self.messages
-        for tid, order in self.by_thread.items():
-            if len({date for date, _ in order}) == len(order):
-                continue  # every date distinct: the common case, decided without sorting the thread
+        for tid in self.by_thread:
             order = self._ordered(tid)
             i, n = 0, len(order)
+            if len({date for date, _ in order}) == n:
+                continue  # every date distinct: the common case, decided at C speed
             while i < n - 1:
                 if order[i][0] != order[i + 1][0]:
                     i += 1
