@@ -190,8 +190,13 @@ def open_chat(path: str | os.PathLike[str], **options: Any) -> ChatDoc:
     path = Path(path)
     data = path.read_bytes()
     kind = chatfile.detect(data)
-    if kind in ("ydoc", "unknown"):
-        return ChatDoc.from_update(data, **options)
+    if kind == "unknown":
+        raise chatfile.ChatFileError(f"{path}: text, but neither a .chat file (JSON lines) nor a binary Yjs update")
+    if kind == "ydoc":
+        try:
+            return ChatDoc.from_update(data, **options)
+        except ValueError as exc:  # pycrdt: "Cannot decode update"
+            raise chatfile.ChatFileError(f"{path}: not a .chat file, and not a readable Yjs update ({exc})") from None
     if kind == "empty":
         return ChatDoc(**options)
     chat = ChatDoc(**options)

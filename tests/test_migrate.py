@@ -30,7 +30,7 @@ from chatdoc import (
     reply,
     start_turn,
 )
-from chatdoc.chatfile import dump, legacy_lines, load, parse
+from chatdoc.chatfile import ChatFileError, dump, legacy_lines, load, parse
 from chatdoc.export import export_legacy
 from chatdoc.ids import derived_ulid, is_ulid
 from chatdoc.migrate import (
@@ -387,6 +387,13 @@ def test_open_chat_reads_a_legacy_file_without_writing_anything(tmp_path: Path) 
     assert path.read_bytes() == data and os.stat(path).st_mtime_ns == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.chat"]
     assert isinstance(open_chat(_write(tmp_path / "v2.chat", dump(chat))), ChatDoc)
+
+
+def test_open_chat_says_clearly_what_a_file_is_not(tmp_path: Path) -> None:
+    for name, data in (("notes.md", b"# not a chat\nsome text\n"), ("broken.ydoc", b"\x00\x01\xff\xfe garbage")):
+        with pytest.raises(ChatFileError, match="not a .chat file|neither a .chat file") as caught:
+            open_chat(_write(tmp_path / name, data))
+        assert name in str(caught.value)
 
 
 def _write(path: Path, data: bytes) -> Path:
