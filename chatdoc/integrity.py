@@ -82,10 +82,6 @@ class Invariants:
         self.view = view
         self.found: dict[str, set[str]] = {name: set() for name in COUNTERS if name not in _DERIVED}
 
-    def update(self) -> bool:
-        """Check what changed since the last call. Returns whether any violation is present now."""
-        return self.check(*self.view.take_dirty())
-
     def check(self, messages: set[str], threads: set[str]) -> bool:
         """Check these messages and threads. Returns whether any violation is present now."""
         # Most of the document (opening it, a full check): find same-moment messages in one pass per

@@ -12,7 +12,6 @@ loss is migrated AND kept verbatim, so that nothing in the input is ever dropped
 from __future__ import annotations
 
 import base64
-import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from .ids import format_date
+from .ids import format_date, is_date
 from .records import AcpConfig, AcpUsage
 
 # Legacy event names.
@@ -63,7 +62,6 @@ _KNOWN_CHAT_FIELDS = {
 _CONFIG_ROW_FIELDS = _ROW_MARKERS | {"updated_at", "updated_by", *THREAD_SETTINGS}
 _STATE_ROW_FIELDS = _ROW_MARKERS | {"state", "active_message_id", "error", "updated_at"}
 _NOTHING: dict[str, Any] = {}
-_CANONICAL_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 # Dates a v2 record can hold: ISO years 1970..9999 (a ULID's time part starts at the epoch).
 _MAX_MS = 253402300799999
 
@@ -207,7 +205,7 @@ def read_row(number: int, raw_bytes: bytes, *, last_line: bool = False) -> Row:
 
 def read_date(value: object) -> tuple[int, str, bool] | None:
     """A legacy date -> (ms, its canonical text, whether `value` was already that text), or None."""
-    if type(value) is str and _CANONICAL_DATE.fullmatch(value):
+    if type(value) is str and is_date(value):
         ms = _canonical_ms(value)
         if ms is not None and 0 <= ms <= _MAX_MS:
             return ms, value, True  # the common case costs no formatting
@@ -239,7 +237,7 @@ def parse_legacy_date(value: object) -> int | None:
     """A legacy date (ISO-8601 string, or milliseconds as a number) -> ms since the epoch; None when
     unreadable or outside 1970..9999."""
     if isinstance(value, str):
-        ms = _canonical_ms(value) if _CANONICAL_DATE.fullmatch(value) else None
+        ms = _canonical_ms(value) if is_date(value) else None
         if ms is None:
             ms = _iso_ms(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
