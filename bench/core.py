@@ -24,7 +24,7 @@ from bench import fixtures
 
 ROOT = fixtures.ROOT
 OUT = fixtures.OUT
-NODE_MODULES = (ROOT / "tests" / "js" / "node_modules", OUT / "node_modules")
+NODE_MODULES = (ROOT / "web" / "node_modules", OUT / "node_modules")  # web/: the page's yjs (npm ci --prefix web)
 MODES = ("bare", "observed", "chatdoc")
 OPEN_KINDS = ("chatdoc", "pycrdt", "msgspec")
 STREAM_TOKENS = 2_000

@@ -4,6 +4,8 @@ One chat is one Yjs document with a map per record type (threads, thread_configs
 thread_states, meta), each record keyed by an immutable ULID. See SCHEMA.md for the contract.
 """
 
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it (`chatdoc --version` prints it)
+
 from .document import REPAIR_ORIGIN, ChatDoc
 from .ids import derived_ulid, format_date, new_ulid, parse_date
 from .integrity import COUNTERS, IntegrityReport

@@ -96,6 +96,7 @@ class ChatFile(Struct, kw_only=True):
     meta: dict[str, Any]
     records: list[FileRecord]
     legacy: list[LegacyLine]
+    unreadable: list[LegacyLine] = msgspec.field(default_factory=list)  # salvaged bad lines (also in `legacy`)
 
 
 class ImportStats(Struct, kw_only=True):
@@ -132,6 +133,13 @@ def detect(data: bytes) -> FileKind:
     if b"\x00" in text[:4096] or not _is_utf8(text[:4096]):
         return "ydoc"
     return "unknown"  # text, but not a table of JSON objects
+
+
+def not_a_chat(name: object) -> str:
+    """What every command says of a text file that is no chat (`detect` gave "unknown"), so `check`,
+    `migrate`, `repair`, `export` and `open_chat` say the same thing."""
+    return (f"{name}: text, but neither a .chat file (JSON lines) nor a binary Yjs update; "
+            "give a legacy or v2 .chat file, or a binary Yjs update")
 
 
 def _is_utf8(prefix: bytes) -> bool:
@@ -271,43 +279,74 @@ def _plain(value: Any) -> Any:
 # -- reading -----------------------------------------------------------------------------------------
 
 
-def parse(data: bytes) -> ChatFile:
-    """A v2 file's lines as records. Raises ChatFileError naming the line of the first bad one."""
+UNREADABLE_REASON = "a line of the saved v2 file that could not be read"
+
+
+def parse(data: bytes, *, salvage: bool = False) -> ChatFile:
+    """A v2 file's lines as records. Raises ChatFileError naming the line of the first bad one; with
+    `salvage`, every bad line after the meta line is kept instead, verbatim, as a `legacy` line of kind
+    `quarantined` (what a migration does with a damaged row), so a file a person saved with one bad line
+    still merges everything else and loses nothing."""
     decode = msgspec.json.Decoder().decode
     meta: dict[str, Any] | None = None
     records: list[FileRecord] = []
     legacy: list[LegacyLine] = []
+    unreadable: list[LegacyLine] = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
-            line = decode(raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw)
-        except msgspec.DecodeError as exc:
-            raise ChatFileError(f"line {number}: not JSON ({exc}); fix or remove the line") from None
-        if not isinstance(line, dict) or not isinstance(line.get("type"), str):
-            raise ChatFileError(f'line {number}: not an object with a "type"; fix or remove the line')
-        kind = line.pop("type")
-        if meta is None:
-            if kind != "meta":
-                raise ChatFileError(f'line {number}: a v2 file starts with a "meta" line, found {kind!r}')
-            meta = line
-            continue
-        try:
-            if kind in ROOT_OF_TYPE:
-                records.append(_record_line(kind, line))
-            elif kind == "quarantined":
-                records.append(_quarantined_record(line))
-            elif kind == "legacy":
-                legacy.append(msgspec.convert(line, LegacyLine))
-            elif kind == "meta":
-                raise ValueError("a second meta line")
-            else:
-                raise ValueError(f"unknown line type {kind!r}")
-        except (ValueError, msgspec.ValidationError) as exc:
-            raise ChatFileError(f"line {number}: {exc}; fix or remove the line") from None
+            line = _line(decode, raw, number)
+            kind = line.pop("type")
+            if meta is None:
+                if kind != "meta":
+                    raise ChatFileError(f'line {number}: a v2 file starts with a "meta" line, found {kind!r}')
+                meta = line
+                continue
+            _add_line(kind, line, number, records, legacy)
+        except ChatFileError as exc:
+            if not salvage or meta is None:
+                raise
+            unreadable.append(unreadable_line(number, raw, str(exc)))
     if meta is None:
         raise ChatFileError("no meta line: the file is empty or not a v2 .chat file")
-    return ChatFile(meta=meta, records=records, legacy=legacy)
+    return ChatFile(meta=meta, records=records, legacy=legacy + unreadable, unreadable=unreadable)
+
+
+def unreadable_line(number: int, raw: bytes, why: str) -> LegacyLine:
+    """A line that could not be read, kept byte for byte (base64 when it is not UTF-8)."""
+    reason = f"{UNREADABLE_REASON} ({why})"
+    try:
+        return LegacyLine(line=number, kind="quarantined", reason=reason, raw=raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return LegacyLine(line=number, kind="quarantined", reason=reason, raw_base64=base64.b64encode(raw).decode())
+
+
+def _line(decode: Callable[[bytes], Any], raw: bytes, number: int) -> dict[str, Any]:
+    try:
+        line = decode(raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw)
+    except msgspec.DecodeError as exc:
+        raise ChatFileError(f"line {number}: not JSON ({exc}); fix or remove the line") from None
+    if not isinstance(line, dict) or not isinstance(line.get("type"), str):
+        raise ChatFileError(f'line {number}: not an object with a "type"; fix or remove the line')
+    return line
+
+
+def _add_line(kind: str, line: dict[str, Any], number: int, records: list[FileRecord],
+              legacy: list[LegacyLine]) -> None:
+    try:
+        if kind in ROOT_OF_TYPE:
+            records.append(_record_line(kind, line))
+        elif kind == "quarantined":
+            records.append(_quarantined_record(line))
+        elif kind == "legacy":
+            legacy.append(msgspec.convert(line, LegacyLine))
+        elif kind == "meta":
+            raise ValueError("a second meta line")
+        else:
+            raise ValueError(f"unknown line type {kind!r}")
+    except (ValueError, msgspec.ValidationError) as exc:
+        raise ChatFileError(f"line {number}: {exc}; fix or remove the line") from None
 
 
 def _record_line(kind: str, line: dict[str, Any]) -> FileRecord:

@@ -22,8 +22,9 @@ from typing import Any
 import msgspec
 
 from .document import ChatDoc
-from .integrity import IntegrityReport
-from .records import MESSAGES
+from .guard import audit_entries
+from .integrity import Diagnosis, IntegrityReport
+from .records import MESSAGES, META
 
 CLEAN = 0
 VIOLATIONS = 1
@@ -46,27 +47,43 @@ class Command:
 
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="file to write (a binary Yjs update)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="file to write: NAME.chat is a v2 .chat file (JSON lines), NAME.ydoc a binary Yjs update")
     parser.add_argument("--threads", type=int, default=20, help="number of threads (default 20)")
     parser.add_argument("--messages", type=int, default=400, help="messages in all (default 400)")
     parser.add_argument("--agent-threads", type=int, default=5, help="how many threads are agent threads (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same document (default 0)")
 
 
+GENERATED_FORMATS = {".chat": "a v2 .chat file", ".ydoc": "a binary Yjs update"}
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from .generate import generate  # only this command needs it
 
+    # The server and every command read a file by what its name says: a binary update named .chat would
+    # be taken for a legacy file and migrated. So the extension chooses the format, and no other is guessed.
+    suffix = args.out.suffix.lower()
+    if suffix not in GENERATED_FORMATS:
+        raise UnusableInput(f"--out {args.out}: name it NAME.chat (a v2 .chat file) or NAME.ydoc (a binary Yjs update)")
     try:
-        chat = generate(threads=args.threads, messages=args.messages, agent_threads=args.agent_threads, seed=args.seed)
+        with _ProgressBar(args) as progress:
+            chat = generate(threads=args.threads, messages=args.messages, agent_threads=args.agent_threads,
+                            seed=args.seed, progress=progress)
     except ValueError as exc:
         raise UnusableInput(str(exc)) from None
-    update = chat.get_update()
-    _write(args.out, update)
+    if suffix == ".chat":
+        from .chatfile import dump
+
+        data = dump(chat)
+    else:
+        data = chat.get_update()
+    _write(args.out, data)
     thread_ids = chat.thread_ids()
     agents = sum(chat.is_agent_thread(tid) for tid in thread_ids)
     print(
-        f"wrote {args.out}: {len(thread_ids)} threads ({agents} agent), {_sizes(chat)['messages']} messages, "
-        f"{len(update):,} bytes (seed {args.seed})"
+        f"wrote {args.out} ({GENERATED_FORMATS[suffix]}): {counted(len(thread_ids), 'thread')} ({agents} agent), "
+        f"{counted(_sizes(chat)['messages'], 'message')}, {len(data):,} bytes (seed {args.seed})"
     )
     return CLEAN
 
@@ -76,21 +93,36 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     chat = load(args.path)
-    report = chat.full_check()
+    with _ProgressBar(args) as progress:
+        report, diagnosis = chat.examine(progress)
     sizes = _sizes(chat)
+    restored = _restored(chat)
     if args.json:
-        _print_json({"path": str(args.path), **sizes, **_report_json(report)})
+        _print_json({"path": str(args.path), **sizes, **_report_json(report, diagnosis), "restored": restored})
     else:
-        print(f"{args.path}: {sizes['threads']} threads, {sizes['messages']} messages")
-        print(report.describe())
+        print(f"{args.path}: {counted(sizes['threads'], 'thread')}, {counted(sizes['messages'], 'message')}")
+        print(_describe(report, diagnosis))
+        _print_restored(restored)
     return CLEAN if report.clean else VIOLATIONS
+
+
+def _restored(chat: ChatDoc | None) -> dict[str, dict[str, Any]]:
+    """What the server's guard restored in this chat (its audit entries in meta, SCHEMA.md section 11)."""
+    return audit_entries(chat.roots[META].to_py() or {}) if chat is not None else {}
+
+
+def _print_restored(restored: dict[str, dict[str, Any]]) -> None:
+    if restored:
+        print(f"restored by the guard: {len(restored)}")
+        for name, entry in sorted(restored.items()):
+            print(f"  {name}: {entry.get('change')} by {entry.get('by')} at {entry.get('at')}")
 
 
 # -- repair ------------------------------------------------------------------------------------------
 
 
 def _repair_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="a chat document (binary Yjs update); it is never modified")
+    parser.add_argument("path", type=Path, help="a chat: a .chat file (legacy or v2) or a binary Yjs update; it is never modified")
     _output_arguments(parser, out="where to write the repaired document (required unless --dry-run)",
                       dry_run="report what would change, write nothing")
 
@@ -115,11 +147,14 @@ def run_repair(args: argparse.Namespace) -> int:
     _check_output(args, missing="give --out FILE for the repaired document (or --dry-run)",
                   same_file="write the result to a new file")
     chat = load(args.path)
-    before = chat.full_check()
-    # Offline: nothing is in flight from another peer, so rootless threads get a root and missing
-    # configs get defaults (a live peer would wait for the creator's records instead).
-    writes = chat.run_repairs(offline=True)
-    after = chat.full_check()
+    with _ProgressBar(args) as progress:
+        before, diagnosed = chat.examine(progress)
+        # Offline: nothing is in flight from another peer, so rootless threads get a root and missing
+        # configs get defaults (a live peer would wait for the creator's records instead).
+        if progress is not None:
+            progress("repairing", 0, 1)
+        writes = chat.run_repairs(offline=True)
+        after, remaining = chat.examine(progress)
     written = None if args.dry_run else args.out
     if written is not None:
         _write(written, chat.get_update())
@@ -130,19 +165,19 @@ def run_repair(args: argparse.Namespace) -> int:
             "dry_run": args.dry_run,
             "repair_writes": writes,
             "clean": after.clean,
-            "before": _report_json(before),
-            "after": _report_json(after),
+            "before": _report_json(before, diagnosed),
+            "after": _report_json(after, remaining),
         })
     else:
         print(f"{args.path}: {writes} repair write(s)")
-        print(f"before: {before.describe()}")
-        print(f"after:  {after.describe()}")
+        print(f"before: {_describe(before, diagnosed)}")
+        print(f"after:  {_describe(after, remaining)}")
         if written is not None:
             print(f"wrote {written}")
         else:
             print("dry run: nothing written")
         if not after.clean:
-            print("what remains needs a person: the records named above are kept as they are", file=sys.stderr)
+            print(_needs_a_person(remaining), file=sys.stderr)
     return CLEAN if after.clean else VIOLATIONS
 
 
@@ -167,22 +202,25 @@ def run_check_file(args: argparse.Namespace) -> int:
         return run_check(args)
     from .migrate import VerificationFailed
 
-    migrated = None
-    try:
-        chat, migrated = _open_text_chat(args.path, kind, data)
-    except VerificationFailed as exc:
-        report, sizes = exc.integrity, {"threads": 0, "messages": 0}
-    else:
-        report, sizes = chat.full_check(), _sizes(chat)
+    migrated, diagnosis, restored = None, None, {}
+    with _ProgressBar(args) as progress:
+        try:
+            chat, migrated = _open_text_chat(args.path, kind, data, progress)
+        except VerificationFailed as exc:
+            report, sizes = exc.integrity, {"threads": 0, "messages": 0}
+        else:
+            (report, diagnosis), sizes, restored = chat.examine(progress), _sizes(chat), _restored(chat)
     kept = _kept_summary(migrated)
     if args.json:
-        _print_json({"path": str(args.path), "format": kind, **sizes, **kept, **_report_json(report)})
+        _print_json({"path": str(args.path), "format": kind, **sizes, **kept, **_report_json(report, diagnosis),
+                     "restored": restored})
     else:
-        print(f"{args.path}: {kind} .chat file, {sizes['threads']} threads, {sizes['messages']} messages")
+        print(f"{args.path}: {kind} .chat file, {counted(sizes['threads'], 'thread')}, {counted(sizes['messages'], 'message')}")
         if migrated is not None:
             print(f"  read as it would migrate (nothing written): {kept['rows_kept_verbatim']} row(s) kept verbatim, "
                   f"{kept['rows_quarantined']} damaged row(s) among them")
-        print(report.describe())
+        print(_describe(report, diagnosis))
+        _print_restored(restored)
     return CLEAN if report.clean else VIOLATIONS
 
 
@@ -197,24 +235,27 @@ def run_repair_file(args: argparse.Namespace) -> int:
         raise UnusableInput(f"--out {args.out} is the input file; write the result to a new file")
     from . import chatfile
 
-    chat, _ = _open_text_chat(args.path, kind, data)
-    before = chat.full_check()
-    writes = chat.run_repairs(offline=True)
-    after = chat.full_check()
+    with _ProgressBar(args) as progress:
+        chat, _ = _open_text_chat(args.path, kind, data, progress)
+        before, diagnosed = chat.examine(progress)
+        if progress is not None:
+            progress("repairing", 0, 1)
+        writes = chat.run_repairs(offline=True)
+        after, remaining = chat.examine(progress)
     written = None if args.dry_run else args.out
     if written is not None:
         _write(written, chatfile.dump(chat))
     if args.json:
         _print_json({"path": str(args.path), "format": kind, "out": str(written) if written is not None else None,
                      "dry_run": args.dry_run, "repair_writes": writes, "clean": after.clean,
-                     "before": _report_json(before), "after": _report_json(after)})
+                     "before": _report_json(before, diagnosed), "after": _report_json(after, remaining)})
     else:
         print(f"{args.path}: {kind} .chat file, {writes} repair write(s)")
-        print(f"before: {before.describe()}")
-        print(f"after:  {after.describe()}")
+        print(f"before: {_describe(before, diagnosed)}")
+        print(f"after:  {_describe(after, remaining)}")
         print(f"wrote {written} (a v2 .chat file)" if written is not None else "dry run: nothing written")
         if not after.clean:
-            print("what remains needs a person: the records named above are kept as they are", file=sys.stderr)
+            print(_needs_a_person(remaining), file=sys.stderr)
     return CLEAN if after.clean else VIOLATIONS
 
 
@@ -229,8 +270,10 @@ def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_migrate(args: argparse.Namespace) -> int:
     from .migrate import MigrationError, VerificationFailed, migrate_file
 
+    if args.out is None and not args.dry_run:
+        _refuse_if_served(args.source)  # before the backup is written
     try:
-        with _ProgressBar() as progress:
+        with _ProgressBar(args) as progress:
             outcome = migrate_file(args.source, args.out, dry_run=args.dry_run, write=_write, progress=progress)
     except VerificationFailed as exc:
         if args.json:
@@ -245,9 +288,10 @@ def run_migrate(args: argparse.Namespace) -> int:
         return CLEAN
     report, counts = outcome.report, outcome.report.counts
     if report.source_kind == "v2":
-        print(f"{args.source}: already a v2 .chat file ({counts.threads} threads, {counts.messages} messages)")
+        print(f"{args.source}: already a v2 .chat file ({counted(counts.threads, 'thread')}, {counted(counts.messages, 'message')})")
     else:
-        print(f"{args.source}: {counts.rows_read:,} legacy rows -> {counts.threads:,} threads, {counts.messages:,} messages")
+        print(f"{args.source}: {counted(counts.rows_read, 'legacy row')} -> {counted(counts.threads, 'thread')}, "
+              f"{counted(counts.messages, 'message')}")
         print(f"  migrated {counts.rows_migrated:,} rows; kept verbatim: {counts.rows_preserved:,} preserved "
               f"(drafts, other events), {counts.rows_quarantined:,} quarantined (damaged), "
               f"{counts.rows_kept_verbatim:,} migrated rows with fields v2 has no place for")
@@ -274,27 +318,22 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=("jsonl", "ydoc", "legacy"),
                         help="jsonl: a v2 .chat file; ydoc: the binary Yjs update; legacy: the old .chat format")
     _output_arguments(parser, out="file to write (required unless --dry-run)", dry_run="build the export, write nothing")
+    parser.add_argument("--allow-loss", action="store_true", help="legacy: write the file even if some messages "
+                        "cannot be expressed in the legacy format (they are named either way)")
 
 
 def run_export(args: argparse.Namespace) -> int:
     _check_output(args, missing="give --out FILE to write the export to (or --dry-run)",
                   same_file="export to a new file (`chatdoc migrate` converts in place)")
     kind, data = _read_chat_file(args.path)
-    chat = load(args.path) if kind == "ydoc" else _open_text_chat(args.path, kind, data)[0]
-    extra: dict[str, Any] = {}
-    if args.format == "jsonl":
-        from .chatfile import dump
-
-        output = dump(chat)
-    elif args.format == "ydoc":
-        output = chat.get_update()
-    else:
-        from .export import export_legacy
-
-        exported = export_legacy(chat)
-        output = exported.data
-        extra = {"rows": exported.rows, "kept_rows": exported.kept_rows, "skipped_lines": exported.skipped_lines}
-    written = None if args.dry_run else args.out
+    with _ProgressBar(args) as progress:
+        chat = load(args.path) if kind == "ydoc" else _open_text_chat(args.path, kind, data, progress)[0]
+        if progress is not None:
+            progress(f"writing {args.format}", 0, 1)
+        output, extra = _exported(chat, args.format)
+    # A message the legacy format cannot hold is not left out silently: without --allow-loss nothing is written.
+    refused = bool(extra.get("lost")) and not args.allow_loss
+    written = None if args.dry_run or refused else args.out
     if written is not None:
         _write(written, output)
     if args.json:
@@ -302,11 +341,34 @@ def run_export(args: argparse.Namespace) -> int:
                      "out": str(written) if written is not None else None, "dry_run": args.dry_run, **extra})
     else:
         what = f"{len(output):,} bytes of {args.format}"
-        print(f"wrote {written}: {what}" if written is not None else f"dry run: {what}, nothing written")
+        if written is not None:
+            print(f"wrote {written}: {what}")
+        else:
+            print(f"{'refused' if refused else 'dry run'}: {what}, nothing written")
         if extra.get("skipped_lines"):
             print(f"  damaged legacy lines {extra['skipped_lines']} are not rows a legacy reader could use: left out "
                   "(the v2 file keeps them)", file=sys.stderr)
-    return CLEAN
+    if extra.get("lost"):
+        lost = extra["lost"]
+        what = "nothing written; --allow-loss writes the rest" if refused else "written without them (--allow-loss)"
+        print(f"chatdoc export: {counted(len(lost), 'message')} cannot be expressed in the legacy format ({what}):"
+              + "".join(f"\n  {mid}: {why}" for mid, why in lost.items()), file=sys.stderr)
+    return VIOLATIONS if refused else CLEAN
+
+
+def _exported(chat: ChatDoc, form: str) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of `chat` in `form`, and what the JSON report adds about them."""
+    if form == "jsonl":
+        from .chatfile import dump
+
+        return dump(chat), {}
+    if form == "ydoc":
+        return chat.get_update(), {}
+    from .export import export_legacy
+
+    exported = export_legacy(chat)
+    return exported.data, {"rows": exported.rows, "kept_rows": exported.kept_rows,
+                           "skipped_lines": exported.skipped_lines, "lost": exported.lost}
 
 
 def _rollback_arguments(parser: argparse.ArgumentParser) -> None:
@@ -320,6 +382,8 @@ def _rollback_arguments(parser: argparse.ArgumentParser) -> None:
 def run_rollback(args: argparse.Namespace) -> int:
     from .migrate import MigrationError, rollback
 
+    if not args.dry_run:
+        _refuse_if_served(args.path)
     try:
         outcome = rollback(args.path, force=args.force, dry_run=args.dry_run, write=_write)
     except MigrationError as exc:
@@ -334,18 +398,27 @@ def run_rollback(args: argparse.Namespace) -> int:
     return CLEAN
 
 
+def _needs_a_person(diagnosis: Diagnosis) -> str:
+    """What a repair left, and why, per record."""
+    reasons = f":\n{diagnosis.describe()}" if diagnosis.invalid else ""
+    return f"what remains needs a person: the records named above are kept as they are{reasons}"
+
+
 def _read_chat_file(path: Path) -> tuple[str, bytes]:
     """(kind, bytes) of a chat file: "v2", "legacy" or "ydoc" (a binary Yjs update)."""
-    from .chatfile import detect, read_file
+    from .chatfile import detect, not_a_chat, read_file
 
     data = read_file(path, UnusableInput, missing="; give the path of a .chat file or a binary Yjs update",
                      directory="give the path of a chat file", unreadable="; check its permissions")
     kind = detect(data)
-    # Empty files and text that is no JSON table go the binary way, whose loader says what is wrong.
-    return ("ydoc" if kind in ("empty", "unknown") else kind), data
+    if kind == "unknown":
+        raise UnusableInput(not_a_chat(path))
+    # An empty file goes the binary way, whose loader says what is wrong.
+    return ("ydoc" if kind == "empty" else kind), data
 
 
-def _open_text_chat(path: Path, kind: str, data: bytes) -> tuple[ChatDoc, Any]:
+def _open_text_chat(path: Path, kind: str, data: bytes, progress: Callable[[str, int, int], None] | None = None,
+                    ) -> tuple[ChatDoc, Any]:
     """A v2 or legacy .chat file as a ChatDoc (a legacy one migrated in memory: nothing is written), and
     the migration report (None for a v2 file). Raises VerificationFailed for the caller to report."""
     from . import chatfile
@@ -354,7 +427,7 @@ def _open_text_chat(path: Path, kind: str, data: bytes) -> tuple[ChatDoc, Any]:
     try:
         if kind == "v2":
             return chatfile.load(data), None
-        migration = migrate_bytes(data, source=path.name)
+        migration = migrate_bytes(data, source=path.name, progress=progress)
     except chatfile.ChatFileError as exc:
         raise UnusableInput(f"{path}: {exc}") from None
     except VerificationFailed:
@@ -376,25 +449,41 @@ def _kept_summary(report: Any) -> dict[str, int]:
 
 
 class _ProgressBar:
-    """A one-line progress bar on stderr while a long migration runs, only when stderr is a terminal."""
+    """A progress bar on stderr for long work (tqdm), only when stderr is a terminal and the output is
+    not JSON: a pipe, a log file or a program reading --json gets no bar characters. Work that ends
+    within `DELAY` seconds shows none either. Used as `with _ProgressBar(args) as progress:`, where
+    `progress` is a `Progress` callback or None."""
 
-    def __init__(self) -> None:
-        self.drawn = False
+    # Seconds before a bar appears; CHATDOC_PROGRESS_DELAY=0 shows one at once (tests: a fast machine
+    # indexes 10,000 messages well within 0.1 s).
+    DELAY = float(os.environ.get("CHATDOC_PROGRESS_DELAY", "0.1"))
+
+    def __init__(self, args: argparse.Namespace | None = None) -> None:
+        self.enabled = sys.stderr.isatty() and not getattr(args, "json", False)
+        self.bar: Any = None
+        self.what = ""
 
     def __enter__(self) -> Callable[[str, int, int], None] | None:
-        return self.update if sys.stderr.isatty() else None
+        return self.update if self.enabled else None
 
     def update(self, what: str, done: int, total: int) -> None:
-        width = 30
-        filled = width * done // total if total else 0
-        sys.stderr.write(f"\r{what:<20} [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}   ")
-        sys.stderr.flush()
-        self.drawn = True
+        if self.bar is None or what != self.what:
+            from tqdm import tqdm  # only a terminal run needs it
+
+            self._close()
+            self.what = what
+            self.bar = tqdm(total=total, desc=what, file=sys.stderr, leave=False, delay=self.DELAY,
+                            mininterval=0.1, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def __exit__(self, *exc: object) -> None:
-        if self.drawn:
-            sys.stderr.write("\r" + " " * 72 + "\r")
-            sys.stderr.flush()
+        self._close()
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -434,7 +523,8 @@ def load(path: Path) -> ChatDoc:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Write all or nothing: a reader never sees half a document."""
+    """Write all or nothing: a reader never sees half a document. Never under a running server."""
+    _refuse_if_served(path)
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_bytes(data)
@@ -444,12 +534,37 @@ def _write(path: Path, data: bytes) -> None:
         raise UnusableInput(f"{path}: cannot be written ({exc.strerror}); check that its folder exists and is writable") from None
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 thread`, `2 threads`, `1,000 messages`."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _refuse_if_served(path: Path) -> None:
+    """A file a server is serving is rewritten by that server from its own copy: writing it here would be
+    undone (or merged back) seconds later. Refuse, naming the server."""
+    from .servelock import Served, check_not_served
+
+    try:
+        check_not_served(path)
+    except Served as exc:
+        raise UnusableInput(f"{path}: {exc}; stop it first (or make the change through it, as a client)") from None
+
+
 def _sizes(chat: ChatDoc) -> dict[str, int]:
     return {"threads": len(chat.thread_ids()), "messages": len(chat.roots[MESSAGES])}
 
 
-def _report_json(report: IntegrityReport) -> dict[str, Any]:
-    return {"clean": report.clean, "violations": report.violations, "counts": report.counts, "examples": report.examples}
+def _report_json(report: IntegrityReport, diagnosis: Diagnosis | None = None) -> dict[str, Any]:
+    # `offenders`: every id, not only the 8 examples; `invalid`: why each record is invalid, field by field.
+    details = msgspec.to_builtins(diagnosis) if diagnosis is not None else {"offenders": None, "invalid": None}
+    return {"clean": report.clean, "violations": report.violations, "counts": report.counts,
+            "examples": report.examples, **details}
+
+
+def _describe(report: IntegrityReport, diagnosis: Diagnosis | None) -> str:
+    if diagnosis is None or not diagnosis.invalid:
+        return report.describe()
+    return f"{report.describe()}\n{diagnosis.describe()}"
 
 
 def _print_json(value: dict[str, Any]) -> None:
@@ -459,8 +574,14 @@ def _print_json(value: dict[str, Any]) -> None:
 def parser(commands_table: Sequence[Command] = COMMANDS, selected: str | None = None) -> argparse.ArgumentParser:
     """The argument parser. Only the `selected` command declares its arguments (all do when None):
     declaring `agent`'s imports the ACP package, which `chatdoc check` should not wait for."""
-    top = argparse.ArgumentParser(prog="chatdoc", description="Collaborative chat documents: generate, check, repair.")
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from . import __version__
+
+    top = argparse.ArgumentParser(
+        prog="chatdoc",
+        description="Collaborative chat documents: one Yjs document per .chat file. `chatdoc COMMAND --help` "
+                    "says more about each command.")
+    top.add_argument("--version", action="version", version=f"chatdoc {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     for command in commands_table:
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
         if selected is None or command.name == selected:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -18,17 +18,22 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text
 
 from . import ystore
+from .causal import CausalGate, Offered
 from .ystore import sent_head
+from .guard import GUARD_ORIGIN, Guard, Restoration, unread
 from .ids import format_date, now_ms
 from .integrity import (
     FINALIZE_MISMATCH,
+    Diagnosis,
     IntegrityReport,
     Invariants,
     Repair,
+    examine,
     full_check,
     plan_repairs,
 )
 from .records import (
+    AUDIT_PREFIX,
     EDIT_PREFIX,
     HEAD,
     HEAD_FIELDS,
@@ -44,6 +49,7 @@ from .records import (
     Edit,
     Message,
     RecordError,
+    audit_entry,
     convert,
     decode_record,
     flatten_message,
@@ -57,6 +63,7 @@ from .view import BATCH, ChatView
 REPAIR_ORIGIN = "chatdoc.repair"
 RECORD_ROOTS = (MESSAGES, THREADS, THREAD_CONFIGS, THREAD_STATES)
 _NONE: frozenset[str] = frozenset()
+Progress = Callable[[str, int, int], None]  # (what, done, total): long work reports as it goes
 MAX_REPAIR_ROUNDS = 8  # a repair can expose the next (a promoted root, then replies re-pointed at it)
 
 
@@ -87,8 +94,13 @@ class ChatDoc:
         self.repairing = repair
         self.clock = clock
         self.view = ChatView()
-        self.invariants = Invariants(self.view)
+        # The guard (a shadow of every record) is the repairing peer's: it is the one that restores.
+        self.guard = Guard() if repair else None
+        self.invariants = Invariants(self.view, self.guard)
         self.repairs_applied = 0
+        self.records_restored = 0
+        self._guarding = False  # inside the guard's own restoration: nothing to judge
+        self._restore_listeners: list[Callable[[list[Restoration]], None]] = []
         self.finalize_mismatches_seen = 0
         self._schedule = schedule
         self._repair_pending = False
@@ -103,7 +115,11 @@ class ChatDoc:
         self._subscriptions = [
             self.roots[root].integrated.observe_deep(self._observer(root)) for root in RECORD_ROOTS
         ]
+        if self.guard is not None:  # the guard's audit entries tell it another peer restored a record
+            self._subscriptions.append(self.roots[META].integrated.observe(partial(_on_meta, weakref.ref(self))))
         self._index_everything()
+        # Every remote update passes the gate (held weakly: a dropped ChatDoc is freed without a collection).
+        self.gate = CausalGate(self.doc, partial(_integrate, weakref.ref(self)))
 
     @classmethod
     def from_update(cls, update: bytes, **options: Any) -> ChatDoc:
@@ -118,6 +134,9 @@ class ChatDoc:
         """One named transaction; repairs it exposes run when the outermost one ends. Nested, it joins
         the outer transaction and keeps the outer origin (pycrdt allows one origin per transaction)."""
         mismatched = self._mismatched() if self._depth == 0 else _NONE
+        if self._depth == 0 and self.guard is not None and not self._in_repair:
+            self.guard.origin = origin
+            self.guard.arrived.clear()
         self._depth += 1
         joined = self.doc._txn is not None  # inside a caller's own pycrdt transaction: join it
         try:
@@ -128,17 +147,27 @@ class ChatDoc:
         if self._depth == 0 and not joined:
             self._after_transaction(mismatched)
 
-    def apply_update(self, update: bytes, origin: str = "remote") -> None:
-        """Apply a remote peer's update (idempotent; updates of different peers may arrive in any order).
+    def apply_update(self, update: bytes, origin: str = "remote", source: Hashable | None = None) -> Offered:
+        """Apply a remote peer's update (idempotent; updates may arrive in any order, duplicated).
 
-        Keep each peer's own updates in the order it made them: yrs 0.28 integrates a peer's later update
-        around an earlier one it had to hold back (README, known limit)."""
+        Through the causal gate: an update whose causes are not all here yet waits and is applied, in
+        its own transaction named `origin`, once they arrive (yrs 0.28 would integrate it around the gap
+        and lose text, deletes and events: y-crdt/y-crdt#632). `source` names its sender, whom
+        `gate.overdue()` names when it waits too long. Raises UpdateError (a ValueError) on bytes that
+        are no v1 update."""
+        return self.gate.offer(update, origin, source)
+
+    def _integrate(self, update: bytes, origin: str) -> None:
+        """Apply an update whose causes are all in the document (the gate calls this)."""
         if self._depth or self.doc._txn is not None:
             with self.transaction(origin):
                 self.doc.apply_update(update)
             return
         # `transaction()` unrolled: this runs for every update a peer receives.
         mismatched = self._mismatched()
+        if self.guard is not None:
+            self.guard.origin = origin
+            self.guard.arrived.clear()
         self._depth = 1
         try:
             with self.doc.transaction(origin=origin) as txn:
@@ -172,6 +201,10 @@ class ChatDoc:
         """Call `listener(message_ids, thread_ids)` with the records each change touched, once the view
         and the invariants are current (inside the commit: read, but do not write; schedule writes)."""
         self._listeners.append(listener)
+
+    def on_restore(self, listener: Callable[[list[Restoration]], None]) -> None:
+        """Call `listener(restorations)` after the guard wrote records back (outside any transaction)."""
+        self._restore_listeners.append(listener)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -228,13 +261,33 @@ class ChatDoc:
 
     def full_check(self) -> IntegrityReport:
         """Re-read every record from the document into a fresh view and check it all."""
-        return full_check(_index(self.doc, self.roots))
+        return full_check(_index(self.doc, self.roots), self.guard)
+
+    def examine(self, progress: Progress | None = None) -> tuple[IntegrityReport, Diagnosis]:
+        """A full check, and what a person needs to act on it: every offender, and what each invalid
+        field expects and holds. `progress` hears of the indexing, which is most of the time."""
+        view = _index(self.doc, self.roots, progress=progress)
+        if progress is not None:
+            progress("checking", 0, 1)
+        return examine(view, self.stored_fields, self.guard)
+
+    def stored_fields(self, root: str, record_id: str) -> dict[str, Any] | None:
+        """A record's fields as stored (a message's head fields beside the others), unvalidated: for
+        showing a person what a bad record holds. None when absent or not a map."""
+        record = self.roots[root].get(record_id) if root in self.roots else None
+        if not isinstance(record, Map):
+            return None
+        fields = record.to_py()
+        if root == MESSAGES and isinstance(fields.get(HEAD), dict):
+            fields = {**fields, **fields[HEAD]}
+        return fields
 
     def run_repairs(self, *, offline: bool = False) -> int:
         """Apply the deterministic repairs until none is left. Returns how many writes were made."""
         made = 0
         self._in_repair = True  # the repair transactions below must not start repairs of their own
         try:
+            self._restore()
             for _ in range(MAX_REPAIR_ROUNDS):
                 self._repair_pending = False
                 plan = plan_repairs(self.view, self.invariants.found, offline=offline)
@@ -253,6 +306,21 @@ class ChatDoc:
         self.repairs_applied += made
         return made
 
+    def _restore(self) -> None:
+        """Undo the forbidden changes the guard saw, before any repair reads the records."""
+        if self.guard is None or not self.guard.pending:
+            return
+        self._guarding = True
+        try:
+            with self.transaction(GUARD_ORIGIN) as txn:
+                restored = self.guard.restore(ystore.raw(txn), self.roots, format_date(self.clock()))
+        finally:
+            self._guarding = False
+        self.records_restored += len(restored)
+        if restored:
+            for listener in self._restore_listeners:
+                listener(restored)
+
     def _apply_repair(self, repair: Repair) -> bool:
         """Make one planned write; False when it is not made (already done, or it would replace a record)."""
         root = self.roots[repair.root]
@@ -269,6 +337,8 @@ class ChatDoc:
             return False
         if repair.action == "move_into_head":
             return _move_into_head(record)
+        if repair.action == "audit_delete":
+            return _remove_with_audit(record, repair)
         if repair.root == MESSAGES and (repair.field in HEAD_FIELDS or repair.field.startswith(HEAD + ".")):
             return _repair_head(record, repair)
         if repair.action == "delete":
@@ -296,6 +366,7 @@ class ChatDoc:
         for subscription in self._subscriptions:
             subscription.drop()
         self._subscriptions = []
+        self.gate.close()
 
     def _after_change(self) -> None:
         """Check what the view marked dirty. Runs after each root map's events; a transaction that
@@ -304,7 +375,7 @@ class ChatDoc:
         broken = self.invariants.check(messages, threads)
         for listener in self._listeners:
             listener(messages, threads)
-        self._repair_if(broken)
+        self._repair_if(broken or bool(self.guard is not None and self.guard.pending))
 
     def _repair_if(self, broken: bool) -> None:
         if broken and self.repairing and not self._repair_pending:
@@ -318,7 +389,7 @@ class ChatDoc:
             raise RuntimeError(f"chatdoc observer failed; the view may be stale: {errors[0]!r}") from errors[0]
 
     def _index_everything(self) -> None:
-        _index(self.doc, self.roots, self.view)
+        _index(self.doc, self.roots, self.view, self.guard)
         with collector_paused():
             self._repair_if(self.invariants.check_all())
 
@@ -333,7 +404,8 @@ class ChatDoc:
         if fields is None:
             return None
         bad = self.view.problems.get((root, record_id), {})
-        clean = {k: v for k, v in fields.items() if k not in bad and not k.startswith(EDIT_PREFIX)}
+        clean = {k: v for k, v in fields.items()
+                 if k not in bad and not k.startswith(EDIT_PREFIX) and not k.startswith(AUDIT_PREFIX)}
         if root == MESSAGES:
             edits = [
                 convert({**v, "edit_id": k[len(EDIT_PREFIX):]}, Edit)
@@ -347,6 +419,12 @@ class ChatDoc:
             return decode_record(KIND_OF_ROOT[root], record_id, clean)
         except RecordError as exc:  # the view said it was fine: the record changed under us
             raise RecordError(f"{root}[{record_id}]: {exc}") from None
+
+
+def _integrate(chat_ref: weakref.ref[ChatDoc], update: bytes, origin: str) -> None:
+    chat = chat_ref()
+    if chat is not None:
+        chat._integrate(update, origin)
 
 
 def _repair_head(record: Map, repair: Repair) -> bool:
@@ -368,6 +446,20 @@ def _repair_head(record: Map, repair: Repair) -> bool:
     return True
 
 
+def _remove_with_audit(record: Map, repair: Repair) -> bool:
+    """Remove a bad optional field after keeping its value in an audit entry on the same message."""
+    if repair.field not in record:
+        return False
+    value = record[repair.field]
+    if isinstance(value, (Map, Text, Array)):
+        value = value.to_py()
+    key, entry = audit_entry(repair.field, value, repair.value)
+    if key not in record:
+        record[key] = entry
+    del record[repair.field]
+    return True
+
+
 def _move_into_head(record: Map) -> bool:
     """Give a message stored in the flat layout its head: the head fields beside it move in (a plain
     text too; a Y.Text body stays where it is, as a streamed reply's does)."""
@@ -383,12 +475,15 @@ def _move_into_head(record: Map) -> bool:
 
 
 def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events: list[Any]) -> None:
-    """A deep observer of one record map: re-index the records the transaction touched, then check."""
+    """A deep observer of one record map: re-index the records the transaction touched, then check.
+    On a repairing peer the guard judges each change first (see guard.py)."""
     chat = chat_ref()
     if chat is None:
         return
     try:
         view = chat.view
+        guard = chat.guard
+        judge = guard is not None and not chat._guarding
         tx = events[0].transaction
         touched: set[str] = set()
         for event in events:
@@ -400,16 +495,32 @@ def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events:
                 for rid, change in keys.items():
                     touched.discard(rid)
                     if change["action"] == "delete":
+                        if judge:
+                            guard.record_deleted(root, rid)  # type: ignore[union-attr]
                         view.remove(root, rid)
+                    elif guard is not None:
+                        replaced = judge and change["action"] == "update"
+                        view.upsert(root, rid, guard.record_written(tx, root, rid, change["newValue"], replaced))
                     else:
                         view.upsert(root, rid, ystore.read_record(tx, root, change["newValue"], text=False))
-            elif not (root == MESSAGES and len(path) > 1 and path[1] == "body"):
+            elif root == MESSAGES and len(path) > 1 and path[1] == "body":
+                # Text streamed into a body: nothing the view or the invariants depend on; the shadow follows.
+                if guard is not None:
+                    guard.text_changed(tx, root_map, path[0])
+            else:
+                if judge and len(path) == 1:
+                    guard.fields_changed(tx, root, path[0], event.keys)  # type: ignore[union-attr]
+                elif judge and root == THREAD_CONFIGS and len(path) == 2 and path[1] == "acp_config":
+                    guard.config_keys_changed(root, path[0], event.keys)  # type: ignore[union-attr]
                 touched.add(path[0])  # a field changed: re-index that one record
-            # else: text streamed into a body; nothing the view or the invariants depend on
         for rid in touched:
             record = ystore.get_record(tx, root_map, rid)
             if record is None:
                 view.remove(root, rid)
+            elif guard is not None:
+                stored, fields = guard.read(tx, root, record)
+                guard.keep(root, rid, stored)
+                view.upsert(root, rid, fields)
             else:
                 view.upsert(root, rid, ystore.read_record(tx, root, record, text=False))
         chat._after_change()
@@ -417,8 +528,19 @@ def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events:
         chat.observer_errors.append(exc)
 
 
-def _index(doc: Doc, roots: dict[str, Map], view: ChatView | None = None) -> ChatView:
-    """Index every record of `doc` (one read transaction, no streamed bodies read)."""
+def _on_meta(chat_ref: weakref.ref[ChatDoc], event: Any) -> None:
+    chat = chat_ref()
+    if chat is not None and chat.guard is not None:
+        try:
+            chat.guard.audits_written(event.keys)
+        except BaseException as exc:  # noqa: BLE001 - must not unwind into Rust; re-raised after commit
+            chat.observer_errors.append(exc)
+
+
+def _index(doc: Doc, roots: dict[str, Map], view: ChatView | None = None, guard: Guard | None = None,
+           progress: Progress | None = None) -> ChatView:
+    """Index every record of `doc` (one read transaction; streamed bodies are read only for a guard's
+    shadow)."""
     view = view if view is not None else ChatView()
     with doc.transaction() as txn, collector_paused():
         tx = ystore.raw(txn)
@@ -426,10 +548,13 @@ def _index(doc: Doc, roots: dict[str, Map], view: ChatView | None = None) -> Cha
             root_map = roots[root].integrated
             view.set_stray_items(root, doc.get(root, type=Array).integrated.len(tx))
             if root == MESSAGES:
-                _index_messages(tx, root_map, view)
+                _index_messages(tx, root_map, view, guard, progress)
                 continue
             for rid in root_map.keys(tx):
-                view.upsert(root, rid, ystore.read_record(tx, root, root_map.get(tx, rid), text=False))
+                fields = ystore.read_record(tx, root, root_map.get(tx, rid), text=False)
+                if guard is not None:
+                    guard.keep(root, rid, fields)
+                view.upsert(root, rid, fields)
     return view
 
 
@@ -448,7 +573,8 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _index_messages(tx: Any, root_map: Any, view: ChatView) -> None:
+def _index_messages(tx: Any, root_map: Any, view: ChatView, guard: Guard | None = None,
+                    progress: Progress | None = None) -> None:
     """Index every message through `ChatView.add_messages`, a batch at a time (so that only one batch
     of heads, with their texts, is held at once): messages that hold a head and nothing else apart from
     those with more fields (edited, deleted, streamed, damaged).
@@ -467,12 +593,20 @@ def _index_messages(tx: Any, root_map: Any, view: ChatView) -> None:
             if head is not None:
                 sent.append((mid, head))
                 continue
-            fields = ystore.read_fields(tx, record, text=False)  # (`sent_head` said it is more than a head)
+            # (`sent_head` said it is more than a head; its text is read only for the guard's shadow)
+            fields = ystore.read_fields(tx, record, text=guard is not None)
             if fields is None:
                 view.upsert(MESSAGES, mid, None)
             else:
+                if guard is not None:
+                    guard.keep(MESSAGES, mid, fields)
+                    fields = unread(fields)
                 changed.append((mid, flatten_message(fields)))
+        if guard is not None:
+            guard.keep_heads(sent)
         view.add_messages(sent, changed, fresh=fresh)
+        if progress is not None:
+            progress("indexing messages", min(start + BATCH, len(ids)), len(ids))
 
 
 def init_meta(chat: ChatDoc) -> None:

@@ -14,6 +14,7 @@ from msgspec import Struct
 from . import chatfile
 from .document import ChatDoc
 from .legacy import KEPT_VERBATIM
+from .records import MESSAGES
 
 # Fields of a kept-verbatim legacy row that the rebuilt row does not produce and that still mean something
 # to a legacy reader (read markers, who is editing, feedback, unknown fields) are merged back into it.
@@ -31,6 +32,10 @@ class LegacyExport(Struct, kw_only=True):
     rows: int
     kept_rows: int  # drafts and other rows a migration preserved, written back as they were
     skipped_lines: list[int]  # damaged legacy lines (not JSON objects), which no legacy reader could use
+    # Messages the legacy format cannot hold, by id, with the reason: no readable thread (an orphan, or
+    # a record only a person can mend), or the (date, sender) key of another message, which a legacy
+    # reader would take for the same row.
+    lost: dict[str, str] = {}
 
 
 def export_legacy(chat: ChatDoc) -> LegacyExport:
@@ -55,6 +60,9 @@ def export_legacy(chat: ChatDoc) -> LegacyExport:
             else:
                 kept.append(entry.raw)  # type: ignore[arg-type]
     lines = []
+    written: set[str] = set()
+    keys: dict[tuple[str, str], str] = {}
+    lost: dict[str, str] = {}
     for thread in chat.threads():
         config = chat.thread_config(thread.thread_id)
         messages = chat.messages(thread.thread_id)
@@ -65,11 +73,19 @@ def export_legacy(chat: ChatDoc) -> LegacyExport:
                 row.update(_legacy_settings(config))
             for key, value in extras.get(message.message_id, {}).items():
                 row.setdefault(key, value)
+            written.add(message.message_id)
+            if (other := keys.setdefault((message.date, message.sender_id), message.message_id)) != message.message_id:
+                lost[message.message_id] = f"same date and sender as {other}: a legacy reader keeps one row"
             lines.append(encode(row).decode())
+    for message_id in chat.roots[MESSAGES].keys():
+        if message_id not in written:
+            lost[message_id] = ("quarantined: a required field is invalid (see `chatdoc check`)"
+                                if chat.message(message_id) is None else "in no readable thread")
     rows = len(lines)
     lines.extend(kept)
     lines.sort()
-    return LegacyExport(data="\n".join(lines).encode(), rows=rows, kept_rows=len(kept), skipped_lines=skipped)
+    return LegacyExport(data="\n".join(lines).encode(), rows=rows, kept_rows=len(kept), skipped_lines=skipped,
+                        lost=dict(sorted(lost.items())))
 
 
 def _legacy_row(message: Any, root_date: str | None) -> dict[str, Any]:

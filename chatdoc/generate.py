@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 
-from .document import ChatDoc
+from .document import ChatDoc, Progress
 from .ids import derived_ulid, parse_date
 from .operations import create_thread, delete_message, edit_message, patch_thread_config, reply
 from .turns import append_stream, finalize_turn, persist_session_id, start_turn
@@ -36,9 +36,10 @@ class _Clock:
         return self.ms
 
 
-def generate(*, threads: int = 20, messages: int = 400, agent_threads: int = 5, seed: int = 0) -> ChatDoc:
+def generate(*, threads: int = 20, messages: int = 400, agent_threads: int = 5, seed: int = 0,
+             progress: Progress | None = None) -> ChatDoc:
     """A document with `threads` threads (`agent_threads` of them agent threads) and `messages`
-    messages in all, every id derived from `seed`."""
+    messages in all, every id derived from `seed`. `progress(what, done, total)` hears of each thread."""
     if not 0 <= agent_threads <= threads or threads < 1 or messages < threads:
         raise ValueError("need 1 <= threads <= messages and 0 <= agent_threads <= threads")
     rng = random.Random(seed)
@@ -96,4 +97,6 @@ def generate(*, threads: int = 20, messages: int = 400, agent_threads: int = 5, 
                     delete_message(chat, mid, by=author)
             if rng.random() < 0.05:
                 patch_thread_config(chat, tid, {"thread_icon": "star"}, by=author)
+            if progress is not None:
+                progress("generating threads", i + 1, threads)
     return chat

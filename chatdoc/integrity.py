@@ -7,9 +7,10 @@ legitimate, and both must survive; it is reported, never "repaired".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -18,6 +19,7 @@ from .records import (
     HEAD,
     OUTSIDE_HEAD,
     MESSAGES,
+    REPAIRABLE_FIELDS,
     SCHEMA_VERSION,
     TERMINAL_STATES,
     THREAD_CONFIGS,
@@ -26,6 +28,9 @@ from .records import (
 )
 from .view import ChatView, MessageRow
 
+if TYPE_CHECKING:
+    from .guard import Guard
+
 ORPHAN_MESSAGES = "chat.integrity.orphan_messages"
 MULTI_ROOT = "chat.integrity.multi_root_per_thread"
 MISSING_THREAD_CONFIG = "chat.integrity.missing_thread_config"
@@ -33,6 +38,10 @@ DUPLICATE_DATE_ROWS = "chat.integrity.duplicate_date_rows"
 INVALID_REPLY_TARGETS = "chat.integrity.invalid_reply_targets"
 MISSING_ROOT_MESSAGE = "chat.integrity.missing_root_message"
 INVALID_RECORDS = "chat.integrity.invalid_records"
+# A thread with agent replies whose config holds no agent settings: the config vanished or was emptied.
+LOST_AGENT_CONFIG = "chat.integrity.lost_agent_config"
+# Records a peer deleted, replaced or wiped (SCHEMA.md section 11) that the guard has not restored yet.
+DESTRUCTIVE_WRITES = "chat.integrity.destructive_writes"
 FINALIZE_MISMATCH = "chat.acp.finalize_mismatch"
 
 COUNTERS = (
@@ -43,10 +52,43 @@ COUNTERS = (
     INVALID_REPLY_TARGETS,
     MISSING_ROOT_MESSAGE,
     INVALID_RECORDS,
+    LOST_AGENT_CONFIG,
+    DESTRUCTIVE_WRITES,
     FINALIZE_MISMATCH,
 )
 DIAGNOSTICS = frozenset({DUPLICATE_DATE_ROWS})
 EXAMPLES = 8
+
+
+class RecordProblem(msgspec.Struct, kw_only=True):
+    """Why one field of one record is invalid, in terms a person can act on: what the schema expects
+    there and what the record holds. `quarantined`: the record is left out of reads (a required field
+    is bad); otherwise only this field is ignored."""
+
+    record: str  # "root:record id", as the invalid_records counter names it
+    field: str
+    expected: str
+    found: str
+    quarantined: bool
+
+    def describe(self) -> str:
+        kept = "quarantined" if self.quarantined else "field ignored"
+        return f"{self.record} {self.field}: expected {self.expected}, found {self.found} ({kept})"
+
+
+class Diagnosis(msgspec.Struct, kw_only=True):
+    """What a person needs beside the counts (`chatdoc check`, `repair`): every offending id of every
+    invariant, and why each invalid record is invalid, field by field."""
+
+    offenders: dict[str, list[str]]
+    invalid: list[RecordProblem]
+
+    def describe(self) -> str:
+        shown = self.invalid[:SHOWN_PROBLEMS]
+        lines = [f"  {problem.describe()}" for problem in shown]
+        if len(self.invalid) > len(shown):
+            lines.append(f"  ({len(self.invalid) - len(shown)} more invalid field(s): see --json)")
+        return "\n".join(lines)
 
 
 class IntegrityReport(msgspec.Struct, kw_only=True):
@@ -78,8 +120,9 @@ class IntegrityReport(msgspec.Struct, kw_only=True):
 class Invariants:
     """The current violations of one view, updated from the records a transaction touched."""
 
-    def __init__(self, view: ChatView) -> None:
+    def __init__(self, view: ChatView, guard: Guard | None = None) -> None:
         self.view = view
+        self.guard = guard
         self.found: dict[str, set[str]] = {name: set() for name in COUNTERS if name not in _DERIVED}
 
     def check(self, messages: set[str], threads: set[str]) -> bool:
@@ -106,17 +149,29 @@ class Invariants:
             found.clear()
         self.found[DUPLICATE_DATE_ROWS] = view.all_same_moments()
         self._check_rows(view.messages.values())
-        for tid in {*view.threads, *view.states, *view.agent_configs, *view.by_thread}:
+        for tid in {*view.threads, *view.states, *view.agent_configs, *view.by_thread, *view.agent_replies}:
             self._check_thread(tid)
         return any(self.found.values()) or bool(view.problems)
 
     def report(self) -> IntegrityReport:
-        offenders = {name: ids for name, ids in self.found.items()}
-        offenders[INVALID_RECORDS] = {f"{root}:{rid}" for root, rid in self.view.problems}
+        offenders = self._offenders()
         return IntegrityReport(
             counts={name: len(offenders[name]) for name in COUNTERS},
             examples={name: sorted(offenders[name])[:EXAMPLES] for name in COUNTERS},
         )
+
+    def diagnosis(self, values: Any = None) -> Diagnosis:
+        """Every offender and the reason per invalid field; `values(root, record_id)` gives a record's
+        stored fields, to show what a bad field holds."""
+        offenders = self._offenders()
+        return Diagnosis(offenders={name: sorted(offenders[name]) for name in COUNTERS},
+                         invalid=record_problems(self.view, values))
+
+    def _offenders(self) -> dict[str, set[str]]:
+        offenders = {name: ids for name, ids in self.found.items()}
+        offenders[INVALID_RECORDS] = {f"{root}:{rid}" for root, rid in self.view.problems}
+        offenders[DESTRUCTIVE_WRITES] = self.guard.offenders() if self.guard is not None else set()
+        return offenders
 
     def _check_same_moment(self, mid: str) -> None:
         duplicates = self.found[DUPLICATE_DATE_ROWS]
@@ -160,6 +215,8 @@ class Invariants:
                 self.found[MISSING_ROOT_MESSAGE].add(tid)
             if tid not in view.agent_configs:
                 self.found[MISSING_THREAD_CONFIG].add(tid)
+            elif not view.agent_configs[tid] and view.agent_replies.get(tid):
+                self.found[LOST_AGENT_CONFIG].add(tid)
         state = view.states.get(tid)
         if state is not None and state.active_message_id is not None:
             active = view.messages.get(state.active_message_id)
@@ -172,16 +229,67 @@ class Invariants:
                 self.found[FINALIZE_MISMATCH].add(tid)
 
 
-_DERIVED = frozenset({INVALID_RECORDS})  # computed from the view at report time
-_THREAD_COUNTERS = (MULTI_ROOT, MISSING_ROOT_MESSAGE, MISSING_THREAD_CONFIG, FINALIZE_MISMATCH)
+_DERIVED = frozenset({INVALID_RECORDS, DESTRUCTIVE_WRITES})  # computed from the view at report time
+_THREAD_COUNTERS = (MULTI_ROOT, MISSING_ROOT_MESSAGE, MISSING_THREAD_CONFIG, LOST_AGENT_CONFIG, FINALIZE_MISMATCH)
 _WHOLE = 1000  # messages checked at once above which same-moment messages are found in one pass
 
 
-def full_check(view: ChatView) -> IntegrityReport:
-    """Check every record of `view` from scratch (the incremental checker must agree with this)."""
-    checker = Invariants(view)
+def full_check(view: ChatView, guard: Guard | None = None) -> IntegrityReport:
+    """Check every record of `view` from scratch (the incremental checker must agree with this).
+    `guard`: the destructive writes it has seen and not undone yet are no state a re-read could find."""
+    return examine(view, guard=guard)[0]
+
+
+def examine(view: ChatView, values: Any = None, guard: Guard | None = None) -> tuple[IntegrityReport, Diagnosis]:
+    """A full check and its diagnosis, from one pass over the view."""
+    checker = Invariants(view, guard)
     checker.check_all()
-    return checker.report()
+    return checker.report(), checker.diagnosis(values)
+
+
+SHOWN_PROBLEMS = 20  # invalid fields a text report lists (JSON lists them all)
+_EXPECTED = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
+
+
+def record_problems(view: ChatView, values: Any = None) -> list[RecordProblem]:
+    """Every invalid field of every record, with what was expected and what was found, sorted."""
+    problems = []
+    for (root, rid), fields in sorted(view.problems.items()):
+        stored = values(root, rid) if values is not None else None
+        for name, reason in sorted(fields.items()):
+            expected, found_type = _expected_and_found(reason)
+            if isinstance(stored, dict) and name in stored:
+                found = _shown(stored[name])
+            else:
+                found = found_type or ("nothing" if "missing" in reason else reason)
+            problems.append(RecordProblem(record=f"{root}:{rid}", field=name, expected=expected, found=found,
+                                          quarantined=(root, rid) in view.quarantined))
+    return problems
+
+
+def _expected_and_found(reason: str) -> tuple[str, str]:
+    """What the schema expects and the type found, from a field problem's wording (records.field_problem,
+    msgspec's "Expected `bool`, got `str`")."""
+    if match := _EXPECTED.search(reason):
+        return match.group(1), match.group(2)
+    if "is missing" in reason:
+        return "the field (it is required)", "nothing"
+    if reason.startswith("unknown field"):
+        return "no such field (not in the schema)", ""
+    if "must be a" in reason:
+        return reason.split("must be ", 1)[1], ""
+    return reason, ""
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A stored value as a person reads it (JSON), cut to `limit` characters."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # Yjs stores every number as a double: 42 reads back as 42.0
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_root_of(view: ChatView, mid: str, tid: str) -> bool:
@@ -200,7 +308,7 @@ class Repair:
 
     root: str
     record_id: str
-    action: str  # "set" | "delete" | "create" | "move_into_head"
+    action: str  # "set" | "delete" | "create" | "move_into_head" | "audit_delete"
     field: str = ""
     value: Any = None
 
@@ -249,10 +357,26 @@ def plan_repairs(view: ChatView, found: dict[str, set[str]], *, offline: bool = 
                 # No head, its fields beside it: a message in the flat layout of early v2 files and
                 # clients. Moving them into a head is the same write on every peer.
                 plan.append(Repair(MESSAGES, rid, "move_into_head"))
+            if rid in view.stranded and (tid := _thread_of_root(view, view.stranded[rid])) is not None:
+                # A thread id of the wrong type, but the reply names a healthy root: its thread follows.
+                plan.append(Repair(MESSAGES, rid, "set", "thread_id", tid))
+        # A bad optional field is read as its default already: remove it, keeping the bad value in an
+        # audit entry on the same record (the same entry on every peer: it follows from the value).
+        repairable = REPAIRABLE_FIELDS.get(root, frozenset())
+        plan.extend(Repair(root, rid, "audit_delete", f, problems[f]) for f in sorted(problems) if f in repairable)
     if offline:
         for tid in sorted(found[MISSING_THREAD_CONFIG]):
             plan.append(Repair(THREAD_CONFIGS, tid, "create", value={}))
     return plan
+
+
+def _thread_of_root(view: ChatView, mid: str) -> str | None:
+    """The thread whose root `mid` is, when that root and its thread record agree."""
+    row = view.messages.get(mid)
+    if row is None or row.reply_to is not None:
+        return None
+    thread = view.threads.get(row.thread_id)
+    return row.thread_id if thread is not None and thread.root_message_id == mid else None
 
 
 def _threads_of(view: ChatView, message_ids: set[str]) -> set[str]:

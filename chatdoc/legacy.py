@@ -12,6 +12,7 @@ loss is migrated AND kept verbatim, so that nothing in the input is ever dropped
 from __future__ import annotations
 
 import base64
+import bisect
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ import msgspec
 from msgspec import Struct
 
 from .ids import format_date, is_date
-from .records import AcpConfig, AcpUsage
+from .records import AcpConfig, AcpUsage, audit_entry
 
 # Legacy event names.
 CHAT = "chat"
@@ -97,6 +98,7 @@ class ChatRow(Struct, kw_only=True):
     settings: dict[str, Any]  # thread settings found on the row, normalised (roots only use them)
     setting_sources: dict[str, Any]  # the same settings as written, to tell a normalised value from the original
     losses: list[str]
+    date_inferred: bool = False  # the row's own date was unreadable: `date` comes from its neighbours
 
 
 class ThreadConfigRow(Struct, kw_only=True):
@@ -167,7 +169,50 @@ def read_legacy(data: bytes, *, progress: Callable[[int, int], None] | None = No
             blank += 1
             continue
         rows.append(read_row(number, raw_bytes, last_line=number == last and not ends_with_newline))
+    _date_undated_messages(rows)
     return LegacyFile(rows=rows, blank_lines=blank, lines=len(parts))
+
+
+_UNREADABLE_DATE = "unparseable date "
+
+
+def _date_undated_messages(rows: list[Row]) -> None:
+    """A chat row with text but an unreadable date (`"yesterday-ish"`) is a message a person would rather
+    see than find in a quarantine: it is read with the date of the chat row before it in the file plus
+    one millisecond (kept below the next row's date), or the next row's minus one when it comes first.
+    The row then also stays verbatim (its loss says so), and its record carries the date as written in an
+    audit entry. Rows with no dated chat row around them, or no text, stay quarantined."""
+    undated = [i for i, row in enumerate(rows) if type(row) is KeptRow and row.kind == QUARANTINED
+               and row.raw is not None and row.reason.startswith(_UNREADABLE_DATE)]
+    if not undated:
+        return
+    at = [i for i, row in enumerate(rows) if type(row) is ChatRow]  # indices of dated chat rows, ascending
+    for i in undated:
+        k = bisect.bisect_left(at, i)
+        before = rows[at[k - 1]].date_ms if k > 0 else None  # type: ignore[union-attr]
+        after = rows[at[k]].date_ms if k < len(at) else None  # type: ignore[union-attr]
+        if before is not None:
+            ms = before + 1 if after is None or after > before + 1 else before
+        elif after is not None:
+            ms = max(after - 1, 0)
+        else:
+            continue
+        kept = rows[i]
+        obj = _decode(kept.raw)
+        shape: Literal["history", "payload", "mesg"] = (
+            "mesg" if obj.get("event") is None else "payload" if "payload" in obj and "history" not in obj else "history")
+        written = obj.get("date")
+        row = _chat_row(kept.line, kept.raw.encode(), {**obj, "date": format_date(ms)}, shape)
+        if type(row) is not ChatRow or not any(v.content for v in row.versions):
+            continue
+        row.date_inferred = True
+        row.losses.append(f"date {show(written)} is unreadable: {row.date} was inferred from the rows around it")
+        if row.fields is _NOTHING:
+            row.fields = {}
+        key, entry = audit_entry("date", written, "unreadable legacy date; the message's date was inferred "
+                                 "from the rows around it in the file")
+        row.fields[key] = entry
+        rows[i] = row
 
 
 def read_row(number: int, raw_bytes: bytes, *, last_line: bool = False) -> Row:

@@ -18,7 +18,7 @@ from msgspec import Struct
 
 from . import chatfile
 from .chatfile import ChatFile, FileRecord, LegacyLine
-from .document import ChatDoc, collector_paused
+from .document import ChatDoc, Progress, collector_paused
 from .ids import derived_ulid, is_ulid
 from .integrity import IntegrityReport, full_check
 from .legacy import (
@@ -67,9 +67,6 @@ class VerificationFailed(MigrationError):
         self.integrity = integrity
 
 
-Progress = Callable[[str, int, int], None]  # (what, done, total): long work reports as it goes
-
-
 class MappedRow(Struct, kw_only=True, omit_defaults=True):
     """Where one legacy chat row went."""
 
@@ -105,6 +102,7 @@ class MigrationCounts(Struct, kw_only=True):
     ids_reused: int = 0  # cocalc-ai ids that were valid ULIDs
     duplicates_resolved: int = 0  # rows whose legacy identity collided with an earlier row's
     interrupted_turns: int = 0  # replies still `generating` in the saved file
+    dates_inferred: int = 0  # chat rows with text but an unreadable date, dated from their neighbours
 
 
 class MigrationReport(Struct, kw_only=True):
@@ -154,7 +152,7 @@ def _migrate_bytes(data: bytes, source: str, progress: Progress) -> Migration:
     if kind == "ydoc":
         raise MigrationError(f"{source}: a binary Yjs update, not a .chat file; it needs no migration")
     if kind == "unknown":
-        raise MigrationError(f"{source}: not a .chat file (its first line is not a JSON object); give a legacy or v2 .chat file")
+        raise MigrationError(chatfile.not_a_chat(source))
     if kind == "v2":
         try:
             parsed = chatfile.parse(data)
@@ -191,7 +189,7 @@ def open_chat(path: str | os.PathLike[str], **options: Any) -> ChatDoc:
     data = path.read_bytes()
     kind = chatfile.detect(data)
     if kind == "unknown":
-        raise chatfile.ChatFileError(f"{path}: text, but neither a .chat file (JSON lines) nor a binary Yjs update")
+        raise chatfile.ChatFileError(chatfile.not_a_chat(path))
     if kind == "ydoc":
         try:
             return ChatDoc.from_update(data, **options)
@@ -229,6 +227,8 @@ def migrate_file(
     target already holds exactly the result (re-migrating is a no-op)."""
     write = write or write_atomically
     data = _read(source)
+    if chatfile.detect(data) == "unknown":  # named by the path given, as `chatdoc check` names it
+        raise MigrationError(chatfile.not_a_chat(source))
     migration = migrate_bytes(data, source=source.name, progress=progress)
     target = out if out is not None else source
     unchanged = target.is_file() and target.stat().st_size == len(migration.data) and _read(target) == migration.data
@@ -705,6 +705,8 @@ def _kept_lines(
             kept.append(KeptLineReport(line=row.line, kind=row.kind, reason=row.reason))
             continue
         counts.rows_migrated += 1
+        if isinstance(row, ChatRow) and row.date_inferred:
+            counts.dates_inferred += 1
         if not row.losses:
             continue
         counts.rows_kept_verbatim += 1

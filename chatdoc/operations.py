@@ -104,10 +104,19 @@ def delete_message(chat: ChatDoc, message_id: str, *, by: str) -> None:
         record["deleted_by"] = by
 
 
-def fork_thread(chat: ChatDoc, thread_id: str, at_message_id: str, *, by: str) -> tuple[str, dict[str, str]]:
+def fork_thread(
+    chat: ChatDoc,
+    thread_id: str,
+    at_message_id: str,
+    *,
+    by: str,
+    new_thread_id: str | None = None,
+    message_ids: dict[str, str] | None = None,
+) -> tuple[str, dict[str, str]]:
     """A new thread holding copies (new ids) of `thread_id`'s messages up to `at_message_id`.
 
     The config is carried over, except the agent session id: the fork starts its own agent session.
+    `new_thread_id` / `message_ids` (old id -> new id) name the new ids, as the conformance vectors do.
     Returns (new thread_id, {old message_id: new message_id})."""
     ids = chat.message_ids(thread_id)
     if at_message_id not in ids:
@@ -118,8 +127,9 @@ def fork_thread(chat: ChatDoc, thread_id: str, at_message_id: str, *, by: str) -
     config = chat.thread_config(thread_id)
     now = chat.clock()
     root = copies[0]
-    new_thread = new_ulid(now)
-    mapping = {m.message_id: new_ulid(parse_date(m.date)) for m in copies}
+    new_thread = new_thread_id or new_ulid(now)
+    named = message_ids or {}
+    mapping = {m.message_id: named.get(m.message_id) or new_ulid(parse_date(m.date)) for m in copies}
     acp = msgspec.structs.asdict(config.acp_config) if config.acp_config else {}
     acp.pop("sessionId", None)
     with chat.transaction("chatdoc.fork"):

@@ -7,6 +7,7 @@ SCHEMA.md is the same contract in prose, for clients in other languages.
 
 from __future__ import annotations
 
+import hashlib
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -38,6 +39,10 @@ OUTSIDE_HEAD = " (outside head)"  # suffix of a head field written beside the he
 # A message's edits are entries of its own map, `edit:<edit ULID>` -> {author_id, date, content}: unique
 # keys, so concurrent edits never overwrite each other, and no nested type has to exist before the first.
 EDIT_PREFIX = "edit:"
+# What a repair removed, kept where a person can see it: `audit:<field>:<hash of the value>` -> {field,
+# value, reason}. The key and the entry follow from the bad value alone, so two peers repairing it at once
+# write the same entry; a different bad value later gets an entry of its own.
+AUDIT_PREFIX = "audit:"
 
 Ulid = Annotated[str, Meta(pattern=ULID_PATTERN)]
 Date = Annotated[str, Meta(pattern=DATE_PATTERN)]
@@ -186,6 +191,14 @@ STATE_FIELDS = frozenset(f for f in ThreadState.__struct_fields__ if f != "threa
 # Thread settings that a misbehaving (legacy-minded) peer may write onto a message: they must never be
 # read from there.
 CONFIG_ONLY_FIELDS = frozenset({"name", "thread_color", "thread_icon", "pin", "acp_config"})
+# Optional fields whose bad value is ignored (its default is read), so a repair may remove it once an
+# audit entry keeps it: a message's fields beside its head, every setting but `acp_config` (whose presence
+# makes an agent thread, even when a value in it is bad), every field of a thread state.
+REPAIRABLE_FIELDS = {
+    "messages": MESSAGE_FIELDS - HEAD_FIELDS,
+    "thread_configs": CONFIG_FIELDS - {"acp_config"},
+    "thread_states": STATE_FIELDS,
+}
 
 
 def from_yjs(value: Any) -> Any:
@@ -213,6 +226,9 @@ def acp_config_problems(value: dict[str, Any]) -> dict[str, str]:
     """Per key: a bad `allowWrite` must not make the rest of an agent's config unreadable."""
     problems = {}
     for key, item in value.items():
+        if item is None:
+            problems[key] = "null (a key is absent or holds a value: a null is a wiped setting)"
+            continue
         kind = _ACP_TYPES.get(key)
         if kind is not None and item is not None:
             try:
@@ -282,7 +298,9 @@ def _as_stored(kind: Any) -> Any:
         bounds = {k: getattr(m, k) for m in args[1:] for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
         return Annotated[float, Meta(multiple_of=1, **bounds)]
     if origin in (Union, UnionType):
-        return Union[tuple(_as_stored(arg) for arg in args)]  # noqa: UP007 - built from a tuple
+        # `None` is how a read model says "absent"; stored, a null is a field wiped (SCHEMA.md section 11).
+        stored = tuple(_as_stored(arg) for arg in args if arg is not type(None))
+        return Union[stored] if len(stored) > 1 else stored[0]  # noqa: UP007 - built from a tuple
     if isinstance(kind, type) and issubclass(kind, Struct):
         return _stored_struct(kind, ())
     return kind
@@ -340,14 +358,22 @@ def field_problem(root: str, field: str, value: object) -> str | None:
 
     `value` is as read from Yjs: a Y.Text as `str` or YTEXT, a Y.Map as `dict`, a plain JSON value as is."""
     types = _FIELD_TYPES[root]
+    if field.startswith(AUDIT_PREFIX) and root != THREADS:
+        return None if _is_audit(value) else f"{field!r} must be an object {{field, value, reason}}"
     if field not in FIELDS_OF_ROOT[root]:
         if root == MESSAGES:
             return _message_layout_problem(field, value)
         return f"unknown field {field!r}"
+    if value is None:
+        return f"{field!r} is null (a field is absent or holds a value: a null is a wiped field)"
     if value is YTEXT or isinstance(value, TextValue):
         return None if field in TEXT_FIELDS.get(root, ()) else f"{field!r} must be a plain value"
-    if field in MAP_FIELDS.get(root, ()) and not isinstance(value, MapValue):
-        return f"{field!r} must be a Y.Map"
+    if field in MAP_FIELDS.get(root, ()):
+        if not isinstance(value, MapValue):
+            return f"{field!r} must be a Y.Map"
+        nulls = sorted(k for k, v in value.items() if v is None)
+        if nulls:
+            return f"{field!r}: {', '.join(map(repr, nulls))} null (a key is absent or holds a value: a null is a wiped setting)"
     try:
         convert(value, types[field])
     except msgspec.ValidationError as exc:
@@ -364,7 +390,7 @@ def record_is_valid(root: str, fields: dict[str, Any], known_ids: set[str] | fro
     plain = fields
     extra = fields.keys() - FIELDS_OF_ROOT[root]
     if extra:
-        if root != MESSAGES or not _valid_edits(fields, extra):
+        if root == THREADS or not _valid_edits(fields, extra, edits=root == MESSAGES):
             return False
         plain = {k: v for k, v in fields.items() if k not in extra}
     for name in TEXT_FIELDS.get(root, ()):
@@ -419,7 +445,7 @@ def flatten_message(stored: dict[str, Any]) -> dict[str, Any]:
 # A head's types without the patterns: ids and dates are checked apart, in bulk (see `valid_heads`).
 _SentHead = msgspec.defstruct(
     "SentHead",
-    [(name, str) for name in sorted(REQUIRED[MESSAGES])] + [("reply_to_message_id", str | None, None)],
+    [(name, str) for name in sorted(REQUIRED[MESSAGES])] + [("reply_to_message_id", str, None)],
     kw_only=True,
     forbid_unknown_fields=True,
     gc=False,
@@ -476,19 +502,33 @@ def _message_layout_problem(field: str, value: object) -> str | None:
     return f"unknown field {field!r}"
 
 
-def _valid_edits(fields: dict[str, Any], keys: set[str]) -> bool:
-    """Whether `keys` are all well-formed edits of a message (one msgspec call for them all)."""
-    edits = []
+def _valid_edits(fields: dict[str, Any], keys: set[str], *, edits: bool = True) -> bool:
+    """Whether `keys` are all well-formed audit entries, or (`edits`: a message's) edits (one msgspec
+    call for the edits)."""
+    found = []
     for key in keys:
         value = fields[key]
-        if not key.startswith(EDIT_PREFIX) or type(value) is not dict:
+        if key.startswith(AUDIT_PREFIX) and _is_audit(value):
+            continue
+        if not edits or not key.startswith(EDIT_PREFIX) or type(value) is not dict:
             return False
-        edits.append({**value, "edit_id": key[len(EDIT_PREFIX):]})
+        found.append({**value, "edit_id": key[len(EDIT_PREFIX):]})
     try:
-        msgspec.convert(edits, list[Edit])
+        msgspec.convert(found, list[Edit])
     except msgspec.ValidationError:
         return False
     return True
+
+
+def _is_audit(value: object) -> bool:
+    return (isinstance(value, dict) and value.keys() == {"field", "value", "reason"}
+            and isinstance(value["field"], str) and isinstance(value["reason"], str))
+
+
+def audit_entry(field: str, value: Any, reason: str) -> tuple[str, dict[str, Any]]:
+    """The key and entry that keep a bad value a repair removes (see AUDIT_PREFIX)."""
+    digest = hashlib.blake2b(msgspec.json.encode(value, order="sorted"), digest_size=4).hexdigest()
+    return f"{AUDIT_PREFIX}{field}:{digest}", {"field": field, "value": value, "reason": reason}
 
 
 def _edit_problem(key: str, value: object) -> str | None:

@@ -15,6 +15,7 @@ import msgspec
 
 from .ids import all_ulids, is_ulid
 from .records import (
+    HEAD_FIELDS,
     MESSAGES,
     REQUIRED,
     THREAD_CONFIGS,
@@ -64,11 +65,19 @@ class ChatView:
     messages: dict[str, MessageRow] = field(default_factory=dict)
     threads: dict[str, ThreadRow] = field(default_factory=dict)
     agent_configs: dict[str, bool] = field(default_factory=dict)  # thread_id -> acp_config is set
+    # thread_id -> its replies made by an agent runner (SCHEMA.md section 8: they name their prompt or
+    # their claim, which only a runner writes, and only in a thread whose config named an agent). Such a
+    # thread was an agent thread: a config emptied under it is a violation. (Migrated legacy replies carry
+    # neither field: a legacy thread may have agent replies and no config.)
+    agent_replies: dict[str, set[str]] = field(default_factory=dict)
     states: dict[str, StateRow] = field(default_factory=dict)
     # Problems found in stored records, per (root, record id): field -> reason. A record with a problem
     # in a required field (or that is not a map) is quarantined: kept in the document, left out of reads.
     problems: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     quarantined: set[tuple[str, str]] = field(default_factory=set)
+    # Quarantined messages whose only bad required field is `thread_id` and whose head names a reply
+    # target: message id -> that target. If the target is a healthy root, the thread follows from it.
+    stranded: dict[str, str] = field(default_factory=dict)
     by_thread: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # sorted (date, id)
     roots_by_thread: dict[str, set[str]] = field(default_factory=dict)
     unsorted: set[str] = field(default_factory=set)  # threads whose by_thread list needs a sort
@@ -93,6 +102,9 @@ class ChatView:
             self.problems[key] = problems
             if fields is None or any(f in problems for f in ("<key>", "<record>", *REQUIRED[root])):
                 self.quarantined.add(key)
+                if root == MESSAGES and _only_thread_id_bad(problems) and isinstance(
+                        target := fields.get("reply_to_message_id"), str):
+                    self.stranded[record_id] = target
                 self._touch(root, record_id, fields)
                 return
             ok = {f: v for f, v in fields.items() if f not in problems}
@@ -124,6 +136,8 @@ class ChatView:
             key = (root, record_id)
             self.problems.pop(key, None)
             self.quarantined.discard(key)
+            if self.stranded and root == MESSAGES:
+                self.stranded.pop(record_id, None)
         if root == MESSAGES:
             row = self.messages.pop(record_id, None)
             if row is not None:
@@ -277,6 +291,8 @@ class ChatView:
         if reply_to is not None:
             reply_to = intern(reply_to, reply_to)
         date = f["date"]
+        if not f.keys() <= HEAD_FIELDS and ("acp_prompt_message_id" in f or "acp_claimed_by" in f):
+            self.agent_replies.setdefault(tid, set()).add(mid)
         self.messages[mid] = MessageRow(
             mid, tid, sender, date, reply_to,
             bool(f.get("generating")), bool(f.get("acp_interrupted")), f.get("deleted_at") is not None,
@@ -299,6 +315,11 @@ class ChatView:
 
     def _unindex_message(self, row: MessageRow) -> None:
         tid = row.thread_id
+        agents = self.agent_replies.get(tid)
+        if agents is not None:
+            agents.discard(row.message_id)
+            if not agents:
+                del self.agent_replies[tid]
         order = self.by_thread.get(tid)
         if order is not None:
             if tid in self.unsorted:
@@ -337,6 +358,10 @@ class ChatView:
             self.dirty_thread_records.add(record_id)
         else:
             self.dirty_threads.add(record_id)
+
+
+def _only_thread_id_bad(problems: dict[str, str]) -> bool:
+    return not any(f in problems for f in ("<key>", "<record>", *(REQUIRED[MESSAGES] - {"thread_id"})))
 
 
 def _problems(root: str, record_id: str, fields: dict[str, Any] | None, known_ids: set[str]) -> dict[str, str]:

@@ -1,18 +1,21 @@
-"""The ASGI application: websocket rooms at `/<path of a .chat file>`, `/metrics`, `/healthz`, `/readyz`.
+"""The ASGI application: websocket rooms at `/<path of a .chat file>`; over HTTP the page (`/`, `/static/*`,
+`/api/chats`, see `webpage.py`), `/metrics`, `/healthz`, `/readyz`.
 
-Written against bare ASGI (no framework): the whole surface is four routes, and the websocket handler
+Written against bare ASGI (no framework): the whole surface is a handful of routes, and the websocket handler
 needs the raw events (binary frames, the close codes, `websocket.http.response` to refuse with a real
 status). Structured concurrency: the lifespan owns one task group for the server's life, holding the
 persister, the integrity reporter and every room's maintenance task; each websocket handler owns a task
-group with its connection's two tasks (reading frames, draining the outbox). Shutdown (uvicorn's lifespan
-event on SIGTERM/SIGINT, after it closed the connections) closes every room, which flushes its full state
-to the log and its file, then cancels the group and closes the log.
+group with its connection's tasks (reading frames, draining the outbox, the handshake deadline). Shutdown
+(uvicorn's lifespan event on SIGTERM/SIGINT, after it closed the connections) commits what was applied,
+closes every room (a snapshot and its file) until the shutdown deadline, then cancels the group and closes
+the log.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,16 +26,22 @@ from urllib.parse import parse_qs
 import anyio
 from anyio.abc import TaskGroup
 
+from chatdoc.servelock import ServeLock
+
 from . import auth
-from .connection import CLOSE_TOO_BIG, Connection
+from .connection import CLOSE_POLICY, CLOSE_STORAGE_UNAVAILABLE, CLOSE_TOO_BIG, CLOSE_UNAUTHORIZED, Connection
 from .filemirror import FileMirror
 from .metrics import Metrics
 from .paths import STATE_DIR, ChatPaths, PathRefused
 from .persister import Persister
+from .presence import PresenceLimits
 from .room import Room
 from .store import STORE_FILE, StoredRoom, UpdateLog
+from .webpage import StaticFiles, json_response, list_chats
 
 log = logging.getLogger("chatdoc.server")
+
+STORAGE_REASON = "server storage unavailable (disk full?); retry later"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -45,12 +54,20 @@ class Limits:
     max_document_bytes: int = 256 * 1024 * 1024
     max_connections_per_address: int = 64
     max_outbox_bytes: int = 32 * 1024 * 1024
+    # A connection that has not asked to sync (sync step 1) by then is closed: idle handshakes would hold the
+    # per-address limit against the good clients of that address. Every client sends step 1 at once.
+    handshake_seconds: float = 10.0
+    shutdown_seconds: float = 30.0  # closing rooms on shutdown (snapshot, file) stops after this; see stop()
     idle_close_seconds: float = 10.0  # a room with no client is flushed and closed after this grace
     tick_seconds: float = 0.25  # how often a room looks at its file and its compaction
     file_debounce_seconds: float = 1.0  # the .chat file is written once the room was this long quiet...
     file_max_delay_seconds: float = 5.0  # ...or this long after the first change it lacks
+    max_commit_bytes: int = 8 * 1024 * 1024  # of updates per group commit: a backlog is committed in chunks
     compact_every: int = 1000  # updates in the log before a room writes a snapshot over them
     report_seconds: float = 60.0  # the periodic integrity log line
+    max_waiting_bytes: int = 16 * 1024 * 1024  # client updates held back until their causes arrive, per room
+    max_wait_seconds: float = 5.0  # then the room asks their sender for what is missing (sync step 1)
+    presence: PresenceLimits = PresenceLimits()  # awareness: bytes per state, ids per connection, bytes per room
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,11 @@ class ServerOptions:
     persistence: bool = True  # False: benchmarks only (what the guarantee costs); nothing survives a crash
     mirror_files: bool = True
     limits: Limits = Limits()
+    history_days: float | None = None  # archived history older than this is dropped (None: kept forever)
+    # Addresses of reverse proxies whose X-Forwarded-For names the real client. Empty: the header is ignored,
+    # so a client cannot pick its own address and escape the per-address connection limit.
+    trusted_proxies: tuple[str, ...] = ()
+    record_trace: Path | None = None  # a folder: each room's accepted updates are recorded there (bench/)
 
 
 class ChatServer:
@@ -73,12 +95,21 @@ class ChatServer:
         self.metrics = Metrics()
         self.rooms: dict[str, Room] = {}
         self.per_address: Counter[str] = Counter()
-        self.secret = auth.load_secret(self.state_dir) if options.auth else b""
+        self._secret = auth.SigningSecret(self.state_dir) if options.auth else None
         self.log: UpdateLog | None = None
-        self.persister = Persister(None, self.metrics)
+        self.persister = Persister(None, self.metrics, max_group_bytes=self.limits.max_commit_bytes)
+        self.persister.on_failure = self._storage_failed
         self.mirror = FileMirror(self, enabled=options.mirror_files)
+        self.static = StaticFiles()
         self.ready = False
+        self.serve_lock: ServeLock | None = None
+        self.unfinished: list[str] = []  # rooms the shutdown deadline left unclosed
         self._tg: TaskGroup | None = None
+
+    @property
+    def secret(self) -> bytes:
+        """The signing secret as the file holds it now (`chatdoc token --rotate` may have replaced it)."""
+        return self._secret.current() if self._secret is not None else b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -107,14 +138,22 @@ class ChatServer:
                 tg.cancel_scope.cancel()
         finally:
             if self.log is not None:
-                self.log.close()
+                try:
+                    self.log.close()
+                except Exception:  # a checkpoint on a full disk: the WAL holds the commits, SQLite replays it
+                    log.exception("closing the log failed")
                 self.log = None
+            if self.serve_lock is not None:
+                self.serve_lock.release()
+                self.serve_lock = None
         await send({"type": "lifespan.shutdown.complete"})
 
     async def start(self, tg: TaskGroup) -> None:
         self._tg = tg
+        # Held for the server's life: commands that rewrite a chat file in place refuse while it is held.
+        self.serve_lock = ServeLock.acquire(self.paths.root)
         if self.options.persistence:
-            self.log = UpdateLog(self.state_dir / STORE_FILE)
+            self.log = UpdateLog(self.state_dir / STORE_FILE, history_days=self.options.history_days)
         else:
             log.warning("persistence is OFF: nothing survives a restart (benchmarks only)")
         self.persister.log = self.log
@@ -124,18 +163,32 @@ class ChatServer:
         log.info("serving %s (auth %s)", self.paths.root, "on" if self.options.auth else "OFF")
 
     async def stop(self) -> None:
-        """Close every room (flushing each), then the log."""
+        """Within `shutdown_seconds`: make every applied update durable, then close the rooms (a snapshot and
+        the `.chat` file each). Only the first is needed for nothing to be lost: a room not closed in time is
+        loaded from the log when it next opens, and its file is rewritten then. A commit that started always
+        finishes; on a full disk the updates no client was told of are given up at the deadline (the clients
+        that sent them still hold them, and send them again when they reconnect)."""
         self.ready = False
+        started = time.monotonic()
         with anyio.CancelScope(shield=True):
-            for room in list(self.rooms.values()):
-                if room.state == "opening":
-                    await room.opened.wait()
-                if room.state == "open":
-                    await self.close_room(room)
-                else:
-                    await room.closed.wait()  # closing: let it finish flushing
-            await self.persister.commit_pending()
-        log.info("stopped: every room flushed")
+            with anyio.move_on_after(self.limits.shutdown_seconds) as deadline:
+                await self.persister.commit_pending()
+                for room in list(self.rooms.values()):
+                    if room.state == "opening":
+                        await room.opened.wait()
+                    if room.state == "open":
+                        await self.close_room(room)
+                    else:
+                        await room.closed.wait()  # closing: let it finish flushing
+                await self.persister.commit_pending()
+        if deadline.cancelled_caught:
+            self.unfinished = [room.name for room in self.rooms.values() if room.state != "closed"]
+            log.warning("shutdown timeout (%g s): %d room(s) not closed (no snapshot, file not rewritten; both "
+                        "happen when they next open): %s; %s", self.limits.shutdown_seconds, len(self.unfinished),
+                        ", ".join(self.unfinished), "the log could not be written" if self.persister.failures
+                        else "every update is durable in the log")
+        else:
+            log.info("stopped: every room flushed (%.2f s)", time.monotonic() - started)
 
     # -- rooms -------------------------------------------------------------------------------------
 
@@ -176,6 +229,14 @@ class ChatServer:
         if self.rooms.get(room.name) is room:
             del self.rooms[room.name]
         log.info("closed %s (flushed up to seq %d)", room.name, room.durable_seq)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        """The log cannot be written: tell every client (writers, readers and those still syncing) instead of
+        leaving them waiting for what cannot come. What they sent is kept in memory and committed, in chunks,
+        once there is space; reconnecting clients are turned away with the same code until then."""
+        for room in self.rooms.values():
+            for conn in list(room.connections):
+                conn.close(CLOSE_STORAGE_UNAVAILABLE, STORAGE_REASON)
 
     async def _report_integrity(self) -> None:
         """The periodic log line naming what is broken, and by whom it was last exposed."""
@@ -218,12 +279,18 @@ class ChatServer:
             try:
                 grant = auth.verify(self.secret, _first(query, "token"), target.name)
             except auth.AuthRefused as exc:
-                await self._refuse(scope, send, 401, f"{target.name}: {exc}", "auth")
+                await self._refuse_token(scope, send, f"{target.name}: {exc}", str(exc))
                 return
         else:
             grant = auth.Grant(user=_first(query, "user") or "anonymous", mode="write")
         if not self.ready:
             await self._refuse(scope, send, 503, "shutting down", "not_ready")
+            return
+        if self.persister.failures:
+            # Accepted, then closed: a browser sees a close code and reason, never an HTTP status.
+            self.metrics.connections_refused["storage_unavailable"] += 1
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_STORAGE_UNAVAILABLE, "reason": STORAGE_REASON})
             return
         self.per_address[address] += 1
         try:
@@ -273,7 +340,15 @@ class ChatServer:
                     await conn.drain(send)
                     tg.cancel_scope.cancel()  # closed by us: stop reading too
 
+                async def handshake_deadline() -> None:
+                    await anyio.sleep(self.limits.handshake_seconds)
+                    if not conn.asked_sync:
+                        self.metrics.handshakes_timed_out += 1
+                        log.info("%s: %r did not ask to sync within %g s; closed", room.name, conn, self.limits.handshake_seconds)
+                        conn.close(CLOSE_POLICY, "no sync handshake in time")
+
                 tg.start_soon(drain)
+                tg.start_soon(handshake_deadline)
                 await read()
                 if not conn.closing:
                     tg.cancel_scope.cancel()  # the client left: nothing more to send
@@ -291,11 +366,27 @@ class ChatServer:
         else:
             await send({"type": "websocket.close", "code": 1008})
 
+    async def _refuse_token(self, scope: Scope, send: Send, why: str, reason: str) -> None:
+        """Accept, then close with 4401 and the reason (SCHEMA.md section 13): a browser cannot read the body
+        of a refused handshake, and y-websocket retries one forever; it stops on a 44xx close."""
+        self.metrics.connections_refused["auth"] += 1
+        log.warning("refused %s from %s: %s", scope["path"], (scope.get("client") or ("?",))[0], why)
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED, "reason": reason[:120]})
+
     # -- http --------------------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if path == "/metrics":
+        if scope.get("method") not in ("GET", "HEAD"):
+            await _respond(send, 405, b"method not allowed\n")
+            return
+        page = self.static.get(path, dict(scope.get("headers") or []).get(b"accept-encoding", b"").decode("latin-1"))
+        if page is not None:
+            await _send_response(send, page, head=scope["method"] == "HEAD")
+        elif path == "/api/chats":
+            await _send_response(send, await self._chats(scope))
+        elif path == "/metrics":
             connections = sum(len(r.connections) for r in self.rooms.values())
             body = self.metrics.render(self.rooms.values(), connections).encode()
             await _respond(send, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
@@ -305,7 +396,28 @@ class ChatServer:
             ready = self.ready and self.persister.running and not self.persister.failures
             await _respond(send, 200 if ready else 503, b"ready\n" if ready else b"not ready\n")
         else:
-            await _respond(send, 404, b"not found: rooms are websockets at /<path of a .chat file>\n")
+            await _respond(send, 404, b"not found: the page is at /, rooms are websockets at /<path of a .chat file>\n")
+
+    async def _chats(self, scope: Scope) -> Any:
+        """`GET /api/chats`: the chats the token (`Authorization: Bearer T`, or `?token=T`) may open."""
+        if self.options.auth:
+            headers = dict(scope.get("headers") or [])
+            bearer = headers.get(b"authorization", b"").decode("latin-1")
+            token = bearer[7:].strip() if bearer[:7].lower() == "bearer " else _first(parse_qs(scope.get("query_string", b"").decode("latin-1")), "token")
+            try:
+                grant = auth.decode(self.secret, token)
+            except auth.AuthRefused as exc:
+                self.metrics.connections_refused["auth"] += 1
+                return json_response(401, {"error": str(exc)})
+        else:
+            grant = auth.Grant(user="anonymous", mode="write")
+        return json_response(200, await anyio.to_thread.run_sync(list_chats, self.paths, grant))
+
+
+async def _send_response(send: Send, response: Any, *, head: bool = False) -> None:
+    await send({"type": "http.response.start", "status": response.status,
+                "headers": [*response.headers, (b"content-length", str(len(response.body)).encode())]})
+    await send({"type": "http.response.body", "body": b"" if head else response.body})
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:

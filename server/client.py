@@ -9,7 +9,14 @@ async with RoomClient("ws://127.0.0.1:8765/team/general.chat", token=token) as c
 After a drop it reconnects with exponential backoff (0.1 s doubling to 5 s, with jitter) and runs the Yjs
 sync handshake again on the SAME document: the server's step 1 makes us send exactly what it lacks
 (edits made while offline included), our step 1 makes it send what we lack. Updates are idempotent, so
-nothing is duplicated and nothing made locally is lost. A refusal (401, 403, 404) is not retried.
+nothing is duplicated and nothing made locally is lost. A refusal is not retried: an HTTP 400/401/403/404
+answer to the handshake, or a close with an application code (4400-4499: 4401 invalid or expired token,
+4403 a write with a read-only token; SCHEMA.md section 13), whose reason `refused` keeps.
+
+Nothing live is sent before that step 2: an edit made during the handshake builds on the offline ones,
+which only the step 2 carries, so sent first it would reach the server before its causes (the server's
+causal gate would hold it back; before the gate, yrs 0.28 lost text that way: y-crdt/y-crdt#632). The
+step 2 is computed from the document when it is sent, so it carries those edits too.
 
 The websocket frame limit is raised from the `websockets` default of 1 MiB, under which a client of a
 3 MB document hangs without a word (FACTS section 3).
@@ -40,11 +47,19 @@ REMOTE_ORIGIN = "remote"
 
 
 class RoomRefused(Exception):
-    """The server refused the connection (bad or expired token, bad path, too many connections)."""
+    """The server refused the connection (bad or expired token, bad path, a write with a read-only token).
+    `status`: the HTTP status of a refused handshake, or the close code (4401, 4403); `reason`: why."""
 
     def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"refused with HTTP {status}: {body.strip()}")
+        kind = "closed with" if status >= 4000 else "refused with HTTP"
+        super().__init__(f"{kind} {status}: {body.strip()}")
         self.status = status
+        self.reason = body.strip()
+
+
+def is_refusal_close(code: int | None) -> bool:
+    """An application close code that says reconnecting cannot help (as y-websocket decides too)."""
+    return code is not None and 4400 <= code < 4500
 
 
 class RoomClient:
@@ -63,6 +78,7 @@ class RoomClient:
         self._wake = anyio.Event()
         self._ws: ClientConnection | None = None
         self._applying = False
+        self._step2_sent = False  # on this connection: live updates are sent only after it
         self._presence_clock = 0
         self._local_presence: str | None = None
         self._tg: TaskGroup | None = None
@@ -117,6 +133,10 @@ class RoomClient:
                                    compression=None) as ws:
                     self.connections += 1
                     await self._session(ws)
+                if is_refusal_close(ws.close_code):
+                    self.refused = RoomRefused(ws.close_code, ws.close_reason or "")  # type: ignore[arg-type]
+                    log.warning("%s: %s; not reconnecting", self.url, self.refused)
+                    return
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (400, 401, 403, 404):
@@ -124,7 +144,13 @@ class RoomClient:
                     self._notify()
                     return
                 log.info("%s: server answered %d; retrying", self.url, status)
-            except (OSError, ConnectionClosed, TimeoutError) as exc:
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and is_refusal_close(exc.rcvd.code):
+                    self.refused = RoomRefused(exc.rcvd.code, exc.rcvd.reason)
+                    log.warning("%s: %s; not reconnecting", self.url, self.refused)
+                    return
+                log.info("%s: connection lost (%r); retrying", self.url, exc)
+            except (OSError, TimeoutError) as exc:
                 log.info("%s: connection lost (%r); retrying", self.url, exc)
             except (protocol.MalformedFrame, ValueError) as exc:
                 log.warning("%s: the server sent something unreadable (%r); reconnecting", self.url, exc)
@@ -132,7 +158,7 @@ class RoomClient:
                 if self._synced:
                     attempt = 0  # it worked for a while: start the backoff over
                 self._ws = None
-                self._synced = False
+                self._synced = self._step2_sent = False
                 self._notify()
             low, high = self.backoff
             delay = min(high, low * 2 ** attempt) * random.uniform(0.5, 1.0)
@@ -141,6 +167,7 @@ class RoomClient:
 
     async def _session(self, ws: ClientConnection) -> None:
         self._outgoing.clear()  # the handshake below carries whatever was queued for the old connection
+        self._step2_sent = False
         self._ws = ws
         await ws.send(protocol.sync_step1(self.chat.get_state()))
         if self._local_presence is not None:
@@ -159,7 +186,10 @@ class RoomClient:
     async def _handle(self, ws: ClientConnection, frame: bytes) -> None:
         message = protocol.parse(frame)
         if isinstance(message, protocol.SyncStep1):
-            await ws.send(protocol.sync_step2(self.chat.get_update(message.state)))
+            # Queued in order with live updates, and from now on live updates follow it (every one made
+            # before is in it: it is computed now).
+            self._step2_sent = True
+            self._queue(protocol.sync_step2(self.chat.get_update(message.state)))
         elif isinstance(message, protocol.DocUpdate):
             if not message.empty:
                 self._applying = True
@@ -205,11 +235,16 @@ class RoomClient:
     def _on_commit(self, event: Any) -> None:
         if self._applying:
             return  # came from the server
-        self._send(protocol.update_message(event.update))
+        if self._step2_sent:
+            self._send(protocol.update_message(event.update))
+        # else: offline or in the handshake; our step 2 carries it
 
     def _send(self, message: bytes) -> None:
         if self._ws is None:
             return  # offline: the next handshake sends it (updates) or re-announces it (presence)
+        self._queue(message)
+
+    def _queue(self, message: bytes) -> None:
         self._outgoing.append(message)
         self._wake.set()
 

@@ -29,6 +29,11 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_RESTART = 1012
 CLOSE_TRY_LATER = 1013
+# Application close codes (SCHEMA.md section 13 lists them all). 44xx: the client shows the reason and does not
+# reconnect until the person acts (a new token); 45xx: the server's own trouble, the client may retry later.
+CLOSE_UNAUTHORIZED = 4401  # no token, or an invalid or expired one
+CLOSE_FORBIDDEN = 4403  # a write with a read-only token
+CLOSE_STORAGE_UNAVAILABLE = 4507  # the durable log cannot be written (disk full): nothing can be synced
 CLOSE_SEND_TIMEOUT = 1.0  # seconds to hand a close frame to a client that may have stopped reading
 
 _ids = itertools.count(1)
@@ -44,6 +49,7 @@ class Connection:
         self.origin = f"conn:{self.id}:{grant.user}"  # every transaction this client causes carries it
         self.metrics = metrics
         self.max_outbox_bytes = max_outbox_bytes
+        self.asked_sync = False  # sent its sync step 1 (the handshake deadline no longer applies)
         self.joined = False  # has its sync step 2 reply: may now receive broadcast updates
         self.synced_seq = 0  # the room's seq its sync reply covered
         self._outbox: deque[bytes] = deque()

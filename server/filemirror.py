@@ -9,6 +9,11 @@
   document by chatfile's field-level import, in transactions with origin `file`, never by rebuilding the
   document (rebuilding duplicated content for years in jupyter-collaboration). A stale file of ours (the
   server stopped before its next write) is simply rewritten.
+- **Nothing a person saved disappears.** A saved v2 file with lines that cannot be read (a typo, a bad
+  paste) is merged line by line: every line that reads is merged, every one that does not is kept verbatim
+  in the document's `legacy` map (kind `quarantined`, as a migration keeps a damaged row) and logged, and the
+  next write puts it back in the file as a `legacy` line. A file with bad lines is merged only once it is
+  the same on two ticks, so a program still writing it is not taken for a person's mistake.
 - **Legacy files** are migrated when their room opens (the migration keeps a backup and its report is
   logged), then loaded like a v2 file.
 
@@ -57,6 +62,7 @@ class FileMirror:
         # One file operation per room at a time: on shutdown the room's own tick may still be writing
         # when its close flushes.
         self._locks: dict[str, anyio.Lock] = {}
+        self._unsettled: dict[str, str] = {}  # room -> digest of a file with unreadable lines, seen once
 
     def _lock(self, room: Room) -> anyio.Lock:
         return self._locks.setdefault(room.name, anyio.Lock())
@@ -113,6 +119,7 @@ class FileMirror:
                     await self._write(room)
         self._seen.pop(room.name, None)
         self._locks.pop(room.name, None)
+        self._unsettled.pop(room.name, None)
 
     async def merge_outside_edit(self, room: Room) -> None:
         """If someone else changed the file since we last saw it, merge what they wrote."""
@@ -125,7 +132,8 @@ class FileMirror:
         room.file_behind_since = None  # changes made while we write mark it again
         # Rendered from a copy in a worker thread: a large chat takes 100+ ms to render, and the event
         # loop must keep relaying updates meanwhile. Only the state encoding (Rust, fast) happens here.
-        data = await anyio.to_thread.run_sync(self.files.render_state, room.chat.get_update())
+        # Abandoned if cancelled (a shutdown past its deadline): it only reads a copy, and the file stays as it was.
+        data = await anyio.to_thread.run_sync(self.files.render_state, room.chat.get_update(), abandon_on_cancel=True)
         digest = _sha256(data)
         if self.server.log is not None:
             # Noted before the rename: after a crash in between, the file is still recognised as ours.
@@ -155,6 +163,12 @@ class FileMirror:
             self._seen[room.name] = Seen(stat.st_mtime_ns, stat.st_size, digest)
             return
         try:
+            if files.unreadable(data) and self._unsettled.get(room.name) != digest:
+                # Some lines cannot be read: perhaps a program is still writing the file. Look once more on
+                # the next tick; if it is the same then, its bad lines are kept verbatim and the rest merged.
+                self._unsettled[room.name] = digest
+                return
+            self._unsettled.pop(room.name, None)
             if files.kind(data) == "legacy":
                 # Someone wrote a legacy file over a served chat: keep it, migrate it in memory, merge that.
                 backup = await anyio.to_thread.run_sync(files.backup, room.file, data)

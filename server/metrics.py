@@ -49,10 +49,13 @@ class Metrics:
     bytes_in: int = 0
     bytes_out: int = 0
     readonly_updates_dropped: int = 0
-    updates_held_back: int = 0  # client updates yrs could not integrate whole: their causes are missing
+    causal_asks: int = 0  # sync step 1 sent to a client whose updates waited too long for their causes
     malformed_frames: Counter[str] = field(default_factory=Counter)  # by reason
     slow_clients_disconnected: int = 0
+    handshakes_timed_out: int = 0
+    storage_outage_seconds: list[float] = field(default_factory=list)  # each time commits failed, until one succeeded
     documents_too_large: int = 0
+    awareness_dropped: int = 0  # awareness states over the per-connection or per-room limit
     commits: int = 0
     commit_seconds: Histogram = field(default_factory=Histogram)
     external_file_merges: int = 0
@@ -82,15 +85,26 @@ class Metrics:
         metric("chatdoc_bytes_sent_total", "counter", "Websocket payload bytes sent.", [("", self.bytes_out)])
         metric("chatdoc_readonly_updates_dropped_total", "counter", "Updates from read-only connections, dropped.",
                [("", self.readonly_updates_dropped)])
-        metric("chatdoc_updates_held_back_total", "counter",
-               "Client updates whose causes the server lacked (held back by yrs; see the README's known limits).",
-               [("", self.updates_held_back)])
+        metric("chatdoc_updates_waiting", "gauge", "Client updates held back until their causes arrive.",
+               [(_labels(room=r.name), r.chat.gate.waiting) for r in rooms])
+        metric("chatdoc_updates_waiting_bytes", "gauge", "Bytes of the client updates held back.",
+               [(_labels(room=r.name), r.chat.gate.waiting_bytes) for r in rooms])
+        metric("chatdoc_causal_asks_total", "counter",
+               "Sync step 1 sent to a client whose updates waited too long for their causes.", [("", self.causal_asks)])
+        metric("chatdoc_waiting_dropped_bytes_total", "counter",
+               "Bytes of waiting updates dropped to keep a room under its limit (re-sent on the next sync).",
+               [(_labels(room=r.name), r.chat.gate.dropped_bytes) for r in rooms])
         metric("chatdoc_malformed_frames_total", "counter", "Frames that broke the protocol, by reason.",
                [(_labels(reason=r), n) for r, n in sorted(self.malformed_frames.items())])
         metric("chatdoc_slow_clients_disconnected_total", "counter", "Clients whose outbox overflowed.",
                [("", self.slow_clients_disconnected)])
+        metric("chatdoc_handshakes_timed_out_total", "counter", "Connections closed for not asking to sync in time.",
+               [("", self.handshakes_timed_out)])
         metric("chatdoc_documents_too_large_total", "counter", "Updates refused: the document would pass its limit.",
                [("", self.documents_too_large)])
+        metric("chatdoc_awareness_dropped_total", "counter",
+               "Awareness states dropped: over the per-connection client ids or the per-room bytes.",
+               [("", self.awareness_dropped)])
         metric("chatdoc_external_file_merges_total", "counter", "Outside edits of .chat files merged.",
                [("", self.external_file_merges)])
         metric("chatdoc_file_writes_total", "counter", ".chat snapshots written.", [("", self.file_writes)])
@@ -111,6 +125,9 @@ class Metrics:
             value = h.quantile(q)
             if value is not None:
                 out.append(f'chatdoc_persist_commit_recent_seconds{{quantile="{q}"}} {_number(value)}')
+        metric("chat_integrity_records_restored_total", "counter",
+               "Records the guard restored after a forbidden change (SCHEMA.md section 11), by offending user.",
+               [(_labels(room=r.name, user=user), n) for r in rooms for user, n in sorted(r.records_restored.items())])
         counts = [(r.name, r.chat.integrity().counts) for r in rooms]
         for counter in COUNTERS:
             name = counter.replace(".", "_")

@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatdoc.servelock import STATE_DIR  # noqa: F401 - the server's own folder, named where its lock lives
+
 CHAT_SUFFIXES = (".chat", ".sage-chat")
-STATE_DIR = ".chatdoc"
 
 
 class PathRefused(Exception):

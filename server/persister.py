@@ -5,6 +5,11 @@ pending writes, commits them in one SQLite transaction in a worker thread, and o
 `room.committed(write)`, which is where a room broadcasts. While one commit is in flight the next group
 gathers, so under load the cost of an fsync is shared by everything that arrived meanwhile.
 
+A group holds at most `max_group_bytes` of updates (and at least one): a backlog (after a full disk) is
+committed in bounded chunks, so freeing less space than the whole backlog still lets it move. A commit that
+fails is retried every second; `on_failure` is told at once (the server tells its clients), and the first
+commit that succeeds after failures is logged with the time the storage was unavailable.
+
 With `log=None` (benchmarks only: `--persistence off`) nothing is written and rooms broadcast at once: the
 difference between the two is the price of the durable-before-broadcast guarantee.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import anyio
@@ -29,14 +35,18 @@ RETRY_SECONDS = 1.0
 class Durable(Protocol):
     name: str
 
-    def take_write(self) -> RoomWrite | None: ...
+    def take_write(self, budget: int) -> RoomWrite | None: ...
+    def has_pending(self) -> bool: ...
     def committed(self, write: RoomWrite) -> None: ...
     def retry(self, write: RoomWrite) -> None: ...
 
 
 class Persister:
-    def __init__(self, log: UpdateLog | None, metrics: Metrics) -> None:
+    def __init__(self, log: UpdateLog | None, metrics: Metrics, *, max_group_bytes: int = 8 * 1024 * 1024) -> None:
         self.log = log
+        self.max_group_bytes = max_group_bytes
+        self.on_failure: Callable[[BaseException], None] | None = None
+        self.failing_since: float | None = None
         self.metrics = metrics
         self._dirty: dict[Durable, None] = {}  # insertion-ordered set
         self._wake = anyio.Event()
@@ -66,7 +76,15 @@ class Persister:
             while self._dirty:
                 rooms = list(self._dirty)
                 self._dirty.clear()
-                writes = [(room, write) for room in rooms if (write := room.take_write()) is not None]
+                writes: list[tuple[Durable, RoomWrite]] = []
+                budget = self.max_group_bytes
+                for room in rooms:
+                    write = room.take_write(budget) if budget > 0 else None
+                    if write is not None:
+                        writes.append((room, write))
+                        budget -= write.size
+                    if room.has_pending():
+                        self._dirty[room] = None  # the rest goes in the next group
                 if not writes:
                     return
                 if self.log is not None and not await self._commit([w for _, w in writes]):
@@ -85,10 +103,22 @@ class Persister:
             # broadcast (or forget) the updates in it.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.log.commit, writes, limiter=self._limiter)  # type: ignore[union-attr]
-        except Exception:
+        except Exception as exc:
             self.failures += 1
-            log.exception("group commit failed (%d room(s)); clients get nothing until it succeeds", len(writes))
+            if self.failures == 1:
+                self.failing_since = time.monotonic()
+                log.exception("group commit failed (%d room(s)); clients get nothing until it succeeds", len(writes))
+                if self.on_failure is not None:
+                    self.on_failure(exc)
+            else:
+                log.warning("group commit failed again (%d in a row): %s", self.failures, exc)
             return False
+        if self.failures:
+            assert self.failing_since is not None
+            down = time.monotonic() - self.failing_since
+            self.metrics.storage_outage_seconds.append(down)
+            log.warning("storage available again after %.1f s (%d failed commits); committing the backlog",
+                        down, self.failures)
         self.failures = 0
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.commits += 1

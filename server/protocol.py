@@ -91,14 +91,15 @@ class PresenceEntry:
     state: str  # the JSON text as sent; "null" means the client left
 
 
-def parse_awareness(payload: bytes) -> list[PresenceEntry]:
+def parse_awareness(payload: bytes, max_state_bytes: int | None = None) -> list[PresenceEntry]:
+    """The entries of an awareness update; a state over `max_state_bytes` is refused before it is copied."""
     reader = _Reader(payload)
     count = reader.varuint()
     entries = []
     for _ in range(count):
         client_id = reader.varuint()
         clock = reader.varuint()
-        raw = reader.payload()
+        raw = reader.payload(max_state_bytes)
         try:
             state = raw.decode("utf-8")
             msgspec.json.decode(raw)  # presence is JSON; anything else is garbage we must not relay
@@ -135,8 +136,10 @@ class _Reader:
             shift += 7
         raise MalformedFrame("varuint_too_long")
 
-    def payload(self) -> bytes:
+    def payload(self, max_bytes: int | None = None) -> bytes:
         length = self.varuint()
+        if max_bytes is not None and length > max_bytes:
+            raise MalformedFrame("awareness_state_too_large")
         end = self.pos + length
         if end > len(self.data):
             raise MalformedFrame("truncated")

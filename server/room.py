@@ -15,6 +15,10 @@ The guarantees, and where each is kept:
   structs it has not been sent yet; pycrdt-websocket PR #138).
 - **Repairs** run in a follow-up transaction (origin `chatdoc.repair`) right after the transaction that
   exposed the damage, and reach every client like any other update.
+- **Causes first.** A client's update is applied only once the document holds everything it builds on
+  (chatdoc/causal.py; yrs 0.28 would integrate it around the gap and lose text: y-crdt/y-crdt#632). Until
+  then it waits, bounded in bytes; one that waits longer than `max_wait_seconds` makes the room send its
+  sender a sync step 1, whose answer carries what is missing.
 - **Limits.** Malformed frames and undecodable updates close that connection only; an update that would
   push the document past its size limit is refused before it is applied.
 """
@@ -26,19 +30,23 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import anyio
-from pycrdt import Doc, get_update
+from pycrdt import Doc
 
 from chatdoc import ChatDoc
+from chatdoc.guard import Restoration
 from chatdoc.integrity import DIAGNOSTICS, INVALID_RECORDS
+from chatdoc.trace import SERVER_PEER, TraceHeader, TraceWriter
 
 from . import protocol
-from .connection import CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, Connection
+from .connection import CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, Connection
 from .paths import RoomPath
 from .presence import Presence
-from .store import RoomWrite, Snapshot, StoredRoom
+from .store import LoggedUpdate, RoomWrite, Snapshot, StoredRoom
 
 if TYPE_CHECKING:
     from .app import ChatServer
@@ -46,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatdoc.server.room")
 
 FILE_ORIGIN = "file"
+SERVER_ORIGIN = "server"  # a transaction made without an origin (none should be; the log still names it)
+CLOSE_FOR_REASON = {"text_frame": CLOSE_UNSUPPORTED_DATA, "awareness_state_too_large": CLOSE_TOO_BIG}
 LOGGED_PER_TRANSACTION = 5  # offending ids named one per log line; the rest are counted
 
 
@@ -53,6 +63,8 @@ LOGGED_PER_TRANSACTION = 5  # offending ids named one per log line; the rest are
 class Applied:
     seq: int
     update: bytes
+    origin: str
+    received: float  # Unix seconds
     sender: Connection | None  # set when the committed update is exactly what this client sent
 
 
@@ -64,7 +76,7 @@ class Room:
         self.limits = server.limits
         self.metrics = server.metrics
         self.connections: set[Connection] = set()
-        self.presence = Presence()
+        self.presence = Presence(server.limits.presence)
         self.chat: ChatDoc = ChatDoc()  # replaced by the loaded document in open()
         self.state = "opening"
         self.opened = anyio.Event()
@@ -80,6 +92,8 @@ class Room:
         self.idle_since = time.monotonic()
         self.offenders: Counter[tuple[str, str]] = Counter()  # (counter, id) -> times a transaction exposed it
         self.offender_origin: dict[tuple[str, str], str] = {}
+        # Records the guard restored, by the user whose connection made the forbidden change.
+        self.records_restored: Counter[str] = Counter()
         self._pending: list[Applied] = []
         self._in_flight: list[Applied] = []
         self._replies: list[tuple[int, Connection, bytes]] = []  # (seq it needs durable, client, sync step 2)
@@ -88,6 +102,7 @@ class Room:
         self._received: bytes | None = None
         self._repair_due: Callable[[], Any] | None = None
         self._subscription: Any = None
+        self.recorder: TraceWriter | None = None  # `chatdoc serve --record-trace DIR`: every update, live
 
     def __repr__(self) -> str:
         return f"<room {self.name}>"
@@ -105,7 +120,12 @@ class Room:
             self.size_estimate += len(update)
         self.applied_seq = self.durable_seq = stored.last_seq
         self.updates_since_snapshot = len(stored.updates)
+        if self.server.options.record_trace is not None:
+            self.recorder = _open_trace(self.server.options.record_trace, self.name, doc, stored)
         self.chat = ChatDoc(doc, repair=True, schedule=self._schedule_repair)
+        self.chat.gate.max_waiting_bytes = self.limits.max_waiting_bytes
+        self.chat.gate.max_wait_seconds = self.limits.max_wait_seconds
+        self.chat.on_restore(self._restored)
         # Kept referenced for the room's life: a collected subscription silently stops firing.
         self._subscription = doc.observe(self._on_commit)
         await self.server.mirror.open(self, first_load=stored.empty)
@@ -129,6 +149,8 @@ class Room:
             await self.server.mirror.flush(self)
         except Exception:
             log.exception("%s: the file could not be written on close (the log has everything)", self.name)
+        if self.recorder is not None:
+            self.recorder.close()
         self.state = "closed"
         self.closed.set()
 
@@ -142,6 +164,7 @@ class Room:
                 # A full disk or a permission change must not take the server down: the log is the truth,
                 # the file catches up on a later tick.
                 log.exception("%s: keeping the file current failed; will retry", self.name)
+            self._ask_for_missing_causes()
             if self.updates_since_snapshot >= self.limits.compact_every and not self._want_snapshot:
                 self._want_snapshot = True
                 self.server.persister.notify(self)
@@ -153,9 +176,6 @@ class Room:
     def join(self, conn: Connection) -> None:
         self.connections.add(conn)
         conn.send(protocol.sync_step1(self.chat.get_state()))  # ask for what the client has and we lack
-        everyone = self.presence.everyone()
-        if everyone is not None:
-            conn.send(everyone)
 
     def leave(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -178,21 +198,33 @@ class Room:
             elif isinstance(message, protocol.DocUpdate):
                 self._receive_update(conn, message)
             else:
-                entries = protocol.parse_awareness(message.payload)
-                self.presence.update(conn, entries)
-                for other in self.connections:
-                    if other is not conn:
-                        other.send(frame)
+                entries = protocol.parse_awareness(message.payload, self.limits.presence.max_state_bytes)
+                self._receive_presence(conn, frame, entries)
         except protocol.MalformedFrame as exc:
             self.malformed(conn, exc.reason, frame)
+
+    def _receive_presence(self, conn: Connection, frame: bytes, entries: list[protocol.PresenceEntry]) -> None:
+        relay, dropped = self.presence.update(conn, entries)
+        if dropped:
+            self.metrics.awareness_dropped += dropped
+            log.warning("%s: %d awareness state(s) from %s dropped: over the per-connection or per-room limit",
+                        self.name, dropped, conn.origin)
+        if not relay:
+            return
+        message = frame if len(relay) == len(entries) else protocol.awareness_message(relay)
+        for other in self.connections:
+            # Not yet synced: it is sent everyone's presence right after its sync reply.
+            if other is not conn and other.joined:
+                other.send(message)
 
     def malformed(self, conn: Connection, reason: str, frame: bytes | str | None) -> None:
         self.metrics.malformed_frames[reason] += 1
         size = len(frame) if frame is not None else 0
         log.warning("%s: malformed frame from %s (%s, %d bytes); closing that connection", self.name, conn.origin, reason, size)
-        conn.close(CLOSE_UNSUPPORTED_DATA if reason == "text_frame" else CLOSE_PROTOCOL_ERROR, reason)
+        conn.close(CLOSE_FOR_REASON.get(reason, CLOSE_PROTOCOL_ERROR), reason)
 
     def _reply_to_sync(self, conn: Connection, state: bytes) -> None:
+        conn.asked_sync = True
         try:
             update = self.chat.get_update(state)
         except ValueError:
@@ -211,13 +243,19 @@ class Room:
         if not conn.joined:
             conn.joined = True
             conn.synced_seq = seq
+            # Presence only after the document: however much of it there is, it never delays a sync.
+            everyone = self.presence.everyone()
+            if everyone is not None:
+                conn.send(everyone)
 
     def _receive_update(self, conn: Connection, message: protocol.DocUpdate) -> None:
         if message.empty:
             return
         if not conn.grant.can_write:
+            # Dropped, and the client told why (4403) rather than left to believe it was written.
             self.metrics.readonly_updates_dropped += 1
-            log.info("%s: dropped an update from read-only %s (%d bytes)", self.name, conn.origin, len(message.update))
+            log.info("%s: dropped an update from read-only %s (%d bytes); closing it", self.name, conn.origin, len(message.update))
+            conn.close(CLOSE_FORBIDDEN, "read-only token: this connection may not write")
             return
         if self.size_estimate + len(message.update) > self.limits.max_document_bytes:
             self.metrics.documents_too_large += 1
@@ -228,7 +266,7 @@ class Room:
         before = self._violations()
         self._sender, self._received = conn, message.update
         try:
-            self.chat.apply_update(message.update, origin=conn.origin)
+            offered = self.chat.apply_update(message.update, origin=conn.origin, source=conn)
         except ValueError:
             raise protocol.MalformedFrame("bad_update") from None
         except RuntimeError:
@@ -239,16 +277,25 @@ class Room:
             if type(exc).__name__ != "PanicException":  # pycrdt's Rust core, on some malformed input
                 raise
             raise protocol.MalformedFrame("bad_update") from None
+        else:
+            if offered.waiting:
+                log.info("%s: an update from %s waits for changes the server lacks (%d waiting)", self.name,
+                         conn.origin, self.chat.gate.waiting)
         finally:
             self._sender = self._received = None
-        if get_update(message.update, self.chat.get_state())[:1] != b"\x00":
-            # Part of the update waits for changes the server has not seen. In the star topology this should
-            # not happen; when it does, yrs 0.28 may integrate the sender's later updates around the gap
-            # (text lost, observers missing changes), so make it visible.
-            self.metrics.updates_held_back += 1
-            log.warning("%s: an update from %s waits for changes the server lacks", self.name, conn.origin)
+        if self.recorder is not None:  # accepted: the bytes as they travelled, before any repair it causes
+            self.recorder.append(conn.origin, message.update)
         self._attribute(before, conn.origin)
         self._run_due_repairs()
+
+    def _ask_for_missing_causes(self) -> None:
+        """Senders of updates that waited too long for their causes get a sync step 1: their answer (a
+        sync step 2) carries everything they have that the room lacks."""
+        for conn in self.chat.gate.overdue():
+            if conn in self.connections:
+                self.metrics.causal_asks += 1
+                log.warning("%s: updates from %s wait too long for their causes; asking it for them", self.name, conn.origin)
+                conn.send(protocol.sync_step1(self.chat.get_state()))
 
     # -- changes from the server itself ---------------------------------------------------------------
 
@@ -271,7 +318,10 @@ class Room:
             return
         self.applied_seq += 1
         sender = self._sender if update == self._received else None
-        self._pending.append(Applied(self.applied_seq, update, sender))
+        if self.recorder is not None and self._sender is None:  # the server's own write: repair, file merge
+            self.recorder.append(SERVER_PEER, update)
+        origin = _committing_origin(self.chat.doc)
+        self._pending.append(Applied(self.applied_seq, update, origin, time.time(), sender))
         self.updates_applied += 1
         self.updates_since_snapshot += 1
         self.size_estimate += len(update)
@@ -283,13 +333,21 @@ class Room:
         if self.file_behind_since is None:
             self.file_behind_since = self.last_change
 
-    def take_write(self) -> RoomWrite | None:
-        """The persister takes what this room applied since its last group (and a snapshot when due)."""
+    def has_pending(self) -> bool:
+        return bool(self._pending) or self._want_snapshot
+
+    def take_write(self, budget: int) -> RoomWrite | None:
+        """The persister takes what this room applied since its last group, oldest first, up to `budget` bytes
+        (at least one update), and a snapshot when due and nothing is left behind."""
         if not self._pending and not self._want_snapshot:
             return None
-        self._in_flight, self._pending = self._pending, []
-        write = RoomWrite(self.name, [(a.seq, a.update) for a in self._in_flight])
-        if self._want_snapshot:
+        taken = size = 0
+        while taken < len(self._pending) and (taken == 0 or size + len(self._pending[taken].update) <= budget):
+            size += len(self._pending[taken].update)
+            taken += 1
+        self._in_flight, self._pending = self._pending[:taken], self._pending[taken:]
+        write = RoomWrite(self.name, [LoggedUpdate(a.seq, a.update, a.origin, a.received) for a in self._in_flight])
+        if self._want_snapshot and not self._pending:
             self._want_snapshot = False
             if self.updates_since_snapshot:
                 state = self.chat.get_update()
@@ -299,9 +357,10 @@ class Room:
         return write
 
     def retry(self, write: RoomWrite) -> None:
-        """The group commit failed: what was taken goes back in front of what arrived since."""
+        """The group commit failed: what was taken goes back in front of what arrived since. A snapshot is
+        not asked for again (compaction asks later; closing asks too): on a full disk a large snapshot must
+        not hold back the updates, which are what durability needs."""
         if write.snapshot is not None:
-            self._want_snapshot = True
             self.updates_since_snapshot += len(self._in_flight)
         self._pending = self._in_flight + self._pending
         self._in_flight = []
@@ -337,6 +396,13 @@ class Room:
             if made:
                 log.info("%s: %d repair write(s) sent to every client", self.name, made)
 
+    def _restored(self, restorations: list[Restoration]) -> None:
+        for r in restorations:
+            user = r.origin.split(":", 2)[2] if r.origin.startswith("conn:") else r.origin
+            self.records_restored[user] += 1
+            log.warning("%s: %s made a forbidden change (%s%s) to %s:%s; restored for everyone", self.name,
+                        r.origin, r.change, f" of {r.field}" if r.field else "", r.root, r.record_id)
+
     def _violations(self) -> dict[str, set[str]]:
         found = {name: set(ids) for name, ids in self.chat.invariants.found.items() if name not in DIAGNOSTICS}
         found[INVALID_RECORDS] = {f"{root}:{rid}" for root, rid in self.chat.view.problems}
@@ -360,3 +426,22 @@ class Room:
         self.offenders = Counter(dict(still))  # ids mended since are forgotten: memory stays bounded
         still.sort(key=lambda kv: (-kv[1], kv[0]))
         return [(name, oid, times, self.offender_origin[(name, oid)]) for (name, oid), times in still[:n]]
+
+
+def _committing_origin(doc: Doc) -> str:
+    """The origin of the transaction being committed, read inside the update observer.
+
+    pycrdt cannot read `Transaction.origin` there (the Rust transaction is mutably borrowed during commit),
+    but it keeps every open transaction's origin in `Doc._origins` until the commit is over; nested
+    transactions must share the root's origin, so any entry is the one. (pycrdt's version is pinned.)"""
+    for origin in doc._origins.values():
+        return str(origin)
+    return SERVER_ORIGIN
+
+
+def _open_trace(folder: Path, room: str, doc: Doc, stored: StoredRoom) -> TraceWriter:
+    """A new trace file per opening of the room, starting from what the log held."""
+    name = f"{quote(room, safe='')}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}.trace"
+    header = TraceHeader(room=room, recorded_by="chatdoc serve --record-trace",
+                         start_state=None if stored.empty else doc.get_update(), starts_after_seq=stored.last_seq)
+    return TraceWriter(folder / name, header)

@@ -5,6 +5,8 @@ Helpers are plain functions (tests import them: `from conftest import sync`) plu
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -14,6 +16,43 @@ from chatdoc import ChatDoc, parse_date
 from chatdoc.records import HEAD, ROOTS
 
 START_MS = parse_date("2026-01-10T12:00:00.000Z")
+JS = Path(__file__).resolve().parent / "js"
+
+
+def require_node() -> None:
+    """The Node peers are part of the suite, not an option: without node or their packages a test that
+    needs them fails and says what to install (a skip would pass a clone that never ran them). The peers
+    are the page's library (its yjs and y-websocket in web/node_modules) plus `ws`; raw Yjs scripts use
+    tests/js's own yjs and lib0."""
+    if shutil.which("node") is None:
+        pytest.fail("this test runs a Node yjs peer: put Node 20 on PATH", pytrace=False)
+    for package in ("yjs", "y-websocket"):
+        if not (JS.parents[1] / "web" / "node_modules" / package).is_dir():
+            pytest.fail(f"web/node_modules/{package} is missing: run `npm ci --prefix web`", pytrace=False)
+    for package in ("ws", "yjs", "lib0"):
+        if not (JS / "node_modules" / package).is_dir():
+            pytest.fail(f"tests/js/node_modules/{package} is missing: run `npm ci --prefix tests/js`", pytrace=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long campaigns (`@pytest.mark.slow`) run only when asked for with `-m slow`; otherwise they are
+    deselected, which pytest counts in its summary line, and the terminal summary says how to run them."""
+    markexpr = config.option.markexpr or ""
+    if "slow" in markexpr and "not slow" not in markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+        config.hook.pytest_deselected(items=slow)
+        config.stash[_SLOW_DESELECTED] = [item.nodeid for item in slow]
+
+
+_SLOW_DESELECTED = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    for nodeid in config.stash.get(_SLOW_DESELECTED, []):
+        terminalreporter.write_line(f"not run (a long campaign; run with `-m slow`): {nodeid}", yellow=True)
 
 
 class Clock:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_node
 from pycrdt import Doc, Map
 
 from chatdoc import COUNTERS, ChatDoc
@@ -33,10 +34,12 @@ NODE = shutil.which("node")
 _script = Path(sys.executable).with_name("chatdoc")
 CHATDOC = [str(_script)] if _script.exists() else [sys.executable, "-m", "chatdoc"]
 
-needs_node = pytest.mark.skipif(
-    NODE is None or not (JS / "node_modules" / "yjs").is_dir(),
-    reason="the Node peer needs `node` on PATH and `npm ci --prefix tests/js`",
-)
+needs_node = pytest.mark.usefixtures("node_peers")
+
+
+@pytest.fixture
+def node_peers() -> None:
+    require_node()
 
 
 def chatdoc(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -234,7 +237,7 @@ def _truncated() -> bytes:
         (("check",), None, "no such file"),
         (("check",), b"", "empty"),
         (("check",), _garbage(), "not a binary Yjs update"),
-        (("check",), b"# a markdown file\n", "not a binary Yjs update"),
+        (("check",), b"# a markdown file\n", "neither a .chat file (JSON lines) nor a binary Yjs update"),
         (("check", "--json"), _truncated(), "not a binary Yjs update"),
         (("repair", "--out", "out.ydoc"), _garbage(), "not a binary Yjs update"),
     ],

@@ -3,8 +3,9 @@ delivers some twice and loses connections, end up holding one and the same chat;
 honest on the way there.
 
 `ChatNetwork` is a hypothesis state machine over 2-4 replicas (a repairing server, an agent, browsers).
-After it come the interleavings worth naming, replayed step by step as plain tests, and two strict
-xfails that pin down what yrs 0.28 (pycrdt 0.14.13) does with an update whose causes are missing.
+After it come the interleavings worth naming, replayed step by step as plain tests, and what yrs 0.28
+(pycrdt 0.14.13) does with an update whose causes are missing: right through the causal gate, wrong
+without it (strict xfails).
 
 Profiles: the default run is bounded for CI; `CHATDOC_HYPOTHESIS_PROFILE=long` (or `pytest -m slow`)
 runs a bigger campaign.
@@ -32,7 +33,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from pycrdt import Doc, Map, get_update
+from pycrdt import Doc, Map
 
 import chatdoc.operations
 from chatdoc import (
@@ -86,9 +87,9 @@ class Peer:
     """One replica with its own pycrdt client id and clock. Every transaction it makes itself (not the
     ones that apply what the network brings) is posted to every other peer.
 
-    `hold_back`: keep an update that builds on changes this peer does not have yet, and apply it once
-    they are here. Yjs promises exactly that; yrs 0.28 (pycrdt 0.14.13) does not keep it reliably (see
-    the regression tests at the end of this file), so the peers of the state machine do it themselves."""
+    `hold_back`: apply what arrives through the ChatDoc's causal gate (chatdoc/causal.py), which keeps an
+    update that builds on changes this peer does not have yet and applies it once they are here, as Yjs
+    does. Without it (the strict xfails at the end), updates go straight to pycrdt, as before the gate."""
 
     def __init__(self, network: Network, role: str, client_id: int, now_ms: int = T0, *, hold_back: bool = True) -> None:
         self.network = network
@@ -98,13 +99,17 @@ class Peer:
         self.now = now_ms
         self.chat = ChatDoc(Doc(client_id=client_id), repair=role == SERVER, clock=lambda: self.now)
         self.hold_back = hold_back
-        self.waiting: list[bytes] = []  # updates held back until their causes arrive
         self._origin: Any = None
         # Doc.observe gives a transaction's update but not its origin (reading it there raises "already
         # mutably borrowed"); deep observers give the origin and fire first, within the same commit.
         self._subscriptions = [self.chat.roots[name].observe_deep(self._note_origin) for name in ROOTS]
         self._subscriptions.append(self.chat.doc.observe(self._post))
         network.peers.append(self)
+
+    @property
+    def waiting(self) -> list[bytes]:
+        """Updates the gate holds back until their causes arrive."""
+        return self.chat.gate.waiting_updates()
 
     def _note_origin(self, events: Any, txn: Any) -> None:
         self._origin = txn.origin
@@ -115,31 +120,11 @@ class Peer:
             self.network.post(self.index, event.update)
 
     def receive(self, update: bytes) -> None:
-        if not self.hold_back:
-            self._apply(update)
-            return
-        self.waiting.append(update)
-        applied = True
-        while applied:  # one arrival can complete the causes of several waiting updates
-            applied = False
-            for waiting in list(self.waiting):
-                if self._has_causes_of(waiting):
-                    self.waiting.remove(waiting)
-                    self._apply(waiting)
-                    applied = True
-
-    def _apply(self, update: bytes) -> None:
         self._origin = None
-        self.chat.apply_update(update, origin=REMOTE)
-
-    def _has_causes_of(self, update: bytes) -> bool:
-        """Whether `update` would be integrated whole: tried on a scratch copy of this replica, its
-        structs must all end up below the copy's state vector (none pending, none past a gap)."""
-        scratch = Doc()
-        scratch.apply_update(self.chat.get_update())
-        scratch.apply_update(update)
-        leftover = get_update(update, scratch.get_state())
-        return leftover[0] == 0  # an update starts with its number of clients with structs (varuint)
+        if self.hold_back:
+            self.chat.apply_update(update, origin=REMOTE)
+        else:
+            self.chat._integrate(update, REMOTE)  # bare pycrdt, around the gate
 
     def __repr__(self) -> str:
         return self.name
@@ -150,17 +135,17 @@ Pair = tuple[int, int]  # a connection between two peers, (lower index, higher i
 
 
 class Network:
-    """Connections between every two peers, each carrying updates both ways in the order they were
-    sent (a websocket: TCP keeps one sender's updates in order). Updates of different senders arrive
-    in any order relative to each other: a reply can reach the server before its thread does.
+    """Connections between every two peers, each carrying updates both ways. Updates of different
+    senders arrive in any order relative to each other (a reply can reach the server before its
+    thread does), and so, now and then, do one sender's (a retry, a restored backup, a second server:
+    TCP keeps order, the paths around it do not).
 
     A connection can drop: what was in flight on it is lost, and so is what is sent while it is down.
     Reconnecting does what y-websocket does, a state-vector exchange (sync steps 1 and 2) both ways.
 
-    Why one sender's updates are never reordered, nor a single lost one re-sent after newer ones:
-    yrs 0.28 (pycrdt 0.14.13) integrates a sender's later update around the gap left by a missing
-    earlier one, and the missing one can then be lost for good until a state-vector sync. Real
-    transports keep order; a reconnect re-syncs by state vector."""
+    `history`: every update any peer made, in the order made. Each was made after its maker applied
+    everything it builds on, so replaying the history in order is a causal-order replay: the state
+    every replica must reach, whatever order the network chose."""
 
     def __init__(self) -> None:
         self.peers: list[Peer] = []
@@ -168,8 +153,10 @@ class Network:
         self.delivered: dict[Link, list[bytes]] = {}
         self.down: set[Pair] = set()
         self.lost = 0  # updates lost to dropped connections (for the report of a run)
+        self.history: list[bytes] = []
 
     def post(self, sender: int, update: bytes) -> None:
+        self.history.append(update)
         for peer in self.peers:
             if peer.index == sender:
                 continue
@@ -191,6 +178,15 @@ class Network:
         link = links[link_pick % len(links)]
         self._apply(link, self.in_flight[link].pop(0))
         return self.peers[link[1]]
+
+    def deliver_out_of_turn(self, link_pick: int, item_pick: int) -> None:
+        """Some update in flight on some connection, not necessarily its oldest: one sender's updates
+        reordered."""
+        links = sorted(link for link, queue in self.in_flight.items() if queue)
+        if links:
+            link = links[link_pick % len(links)]
+            queue = self.in_flight[link]
+            self._apply(link, queue.pop(item_pick % len(queue)))
 
     def deliver_again(self, link_pick: int, item_pick: int) -> None:
         """An update that already arrived arrives once more (a retry whose first copy got through)."""
@@ -242,7 +238,7 @@ class Network:
             self.sync_by_state(*pair)
         for _ in range(max_rounds):
             if not any(self.in_flight.values()):
-                stuck = {peer.name: len(peer.waiting) for peer in self.peers if peer.waiting}
+                stuck = {peer.name: peer.chat.gate.describe_waiting() for peer in self.peers if peer.waiting}
                 assert not stuck, f"updates still waiting for their causes after everything arrived: {stuck}"
                 return
             self.deliver_all()
@@ -727,6 +723,12 @@ class ChatNetwork(RuleBasedStateMachine):
                     self.assert_server_violations_explained()
 
     @rule(link=PICK, item=PICK)
+    def deliver_one_out_of_turn(self, link: int, item: int) -> None:
+        self.network.deliver_out_of_turn(link, item)
+        if self.network.peers[0].waiting:
+            event("an update waits in the server's causal gate")
+
+    @rule(link=PICK, item=PICK)
     def deliver_one_again(self, link: int, item: int) -> None:
         self.network.deliver_again(link, item)
 
@@ -844,6 +846,14 @@ class ChatNetwork(RuleBasedStateMachine):
             assert stored(peer.chat) == expected, f"{peer} holds other records than the server"
             assert peer.chat.full_check() == report
         self.assert_nothing_lost(server)
+        # Text, deletes and what observers saw equal a replay of every update in the order made.
+        replay = Doc(client_id=OUTSIDER_CLIENT_ID)
+        for update in self.network.history:
+            replay.apply_update(update)
+        assert stored(ChatDoc(replay)) == expected, "the replicas differ from a causal-order replay"
+        for peer in self.peers:
+            assert_view_current(peer.chat)
+            assert not peer.waiting, f"{peer}: updates still wait in its gate"
 
     def teardown(self) -> None:
         # Hypothesis calls teardown in a `finally`: when a step already failed, that failure is the
@@ -871,10 +881,8 @@ TestChatNetwork.settings = PROFILES[os.environ.get("CHATDOC_HYPOTHESIS_PROFILE",
 
 
 @pytest.mark.slow
-def test_long_convergence_campaign(request: pytest.FixtureRequest) -> None:
-    markexpr = request.config.option.markexpr or ""
-    if "slow" not in markexpr or "not slow" in markexpr:
-        pytest.skip("a long campaign: run with `-m slow` (or CHATDOC_HYPOTHESIS_PROFILE=long)")
+def test_long_convergence_campaign() -> None:
+    # Deselected, and named in the summary, unless run with `-m slow` (tests/conftest.py).
     run_state_machine_as_test(ChatNetwork, settings=PROFILES["long"])
 
 
@@ -1116,22 +1124,21 @@ def test_a_dropped_connection_is_caught_up_by_state_vector_on_reconnect() -> Non
 # -- what yrs 0.28 (pycrdt 0.14.13) does when an update's causes are missing -------------------------
 # Yjs holds an update back until everything it builds on has arrived, and with it every later struct
 # of the same sender. yrs 0.28 holds back the blocked struct but integrates the sender's later ones
-# around the gap. Upstream y-crdt commit c93820d ("fix: swallowed pending update") changes exactly that
-# path (the rest of the blocked sender's structs now go to the pending set too); whether a pycrdt
-# release carries it was not checked. Two consequences for a chat, shown without the peers' own
-# holding back (hold_back=False). Strict xfails: once pycrdt is fixed they pass, and the network model
-# above can let one sender's updates arrive out of order again.
+# around the gap: text, deletes and observer events are lost (y-crdt/y-crdt#632). Every ChatDoc applies
+# through its causal gate (chatdoc/causal.py), which does what Yjs does. Each test runs gated (must
+# pass) and bare (hold_back=False: straight to pycrdt), a strict xfail: the day pycrdt is fixed it
+# passes, and the gate can be reconsidered.
 
-YRS_GAP = (
-    "yrs 0.28 (pycrdt 0.14.13) integrates a sender's later update around a missing or held-back earlier "
-    "one; see the comment above"
+YRS_GAP = "yrs 0.28 (pycrdt 0.14.13) integrates a sender's later update around a missing earlier one (y-crdt/y-crdt#632)"
+GATED_AND_BARE = pytest.mark.parametrize(
+    "hold_back", [True, pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=YRS_GAP))], ids=["gated", "bare pycrdt"]
 )
 
 
-@pytest.mark.xfail(strict=True, reason=YRS_GAP)
-def test_yrs_keeps_a_senders_updates_that_arrive_in_reverse_order() -> None:
+@GATED_AND_BARE
+def test_a_senders_updates_that_arrive_in_reverse_order_keep_their_text(hold_back: bool) -> None:
     network = Network()
-    server, agent = Peer(network, SERVER, 1, hold_back=False), Peer(network, AGENT, 2, hold_back=False)
+    server, agent = Peer(network, SERVER, 1, hold_back=hold_back), Peer(network, AGENT, 2, hold_back=hold_back)
     tid, _ = agent_thread(agent)
     network.settle()
     turn = start_turn(agent.chat, tid, agent_id=AGENT_ID, message_id=ids("turn"))
@@ -1141,16 +1148,17 @@ def test_yrs_keeps_a_senders_updates_that_arrive_in_reverse_order() -> None:
 
     for update in reversed(network.in_flight.pop((agent.index, server.index))):
         server.receive(update)
-    # Every update arrived, once. yrs lost the streamed text (until a state-vector sync brings it).
+    # Every update arrived, once. Bare yrs loses the streamed text (until a state-vector sync brings it).
     assert server.chat.roots[MESSAGES][turn]["body"].to_py() == "Looking at it"
+    assert not server.waiting
 
 
-@pytest.mark.xfail(strict=True, reason=YRS_GAP)
-def test_yrs_reports_every_change_while_an_update_waits_for_its_causes() -> None:
+@GATED_AND_BARE
+def test_every_change_is_reported_while_an_update_waits_for_its_causes(hold_back: bool) -> None:
     network = Network()
-    server = Peer(network, SERVER, 1, hold_back=False)
-    agent = Peer(network, AGENT, 2, hold_back=False)
-    carol = Peer(network, BROWSER, 3, hold_back=False)
+    server = Peer(network, SERVER, 1, hold_back=hold_back)
+    agent = Peer(network, AGENT, 2, hold_back=hold_back)
+    carol = Peer(network, BROWSER, 3, hold_back=hold_back)
     tid, _ = agent_thread(carol)
     network.flush(carol, agent)  # the agent has carol's new thread; the server does not yet
     persist_session_id(agent.chat, tid, "sess-1", by=AGENT_ID)  # builds on carol's config record
@@ -1159,8 +1167,8 @@ def test_yrs_reports_every_change_while_an_update_waits_for_its_causes() -> None
     network.flush(agent, server)
     network.flush(carol, server)
 
-    # yrs sent no event for the interrupt (the reply had come in around the held-back session id):
-    # the server's view kept `generating`, so it "repaired" the thread state back to running.
+    # Bare yrs sends no event for the interrupt (the reply had come in around the held-back session
+    # id): the server's view kept `generating`, so it "repaired" the thread state back to running.
     assert server.chat.thread_state(tid).state == "interrupted"
     assert server.chat.integrity() == server.chat.full_check()
 

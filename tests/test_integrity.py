@@ -33,10 +33,12 @@ from chatdoc import (
     start_turn,
 )
 from chatdoc.integrity import (
+    DESTRUCTIVE_WRITES,
     DUPLICATE_DATE_ROWS,
     FINALIZE_MISMATCH,
     INVALID_RECORDS,
     INVALID_REPLY_TARGETS,
+    LOST_AGENT_CONFIG,
     MISSING_ROOT_MESSAGE,
     MISSING_THREAD_CONFIG,
     MULTI_ROOT,
@@ -63,6 +65,8 @@ def healthy(chat: ChatDoc) -> Scene:
     )
     reply_id = reply(chat, tid, sender_id="bob", content="I can reproduce it")
     turn_id = start_turn(chat, tid, agent_id="codex")
+    with chat.transaction("test.runner"):  # as a runner's claim does (SCHEMA.md section 8)
+        chat.roots["messages"][turn_id]["acp_prompt_message_id"] = reply_id
     append_stream(chat, turn_id, "Fixed in main.")
     finalize_turn(chat, turn_id)
     return Scene(tid, root_id, reply_id, turn_id)
@@ -90,9 +94,10 @@ def damaged(chat: ChatDoc, write: Callable[[Doc], object]) -> object:
 
 def contents(holder: ChatDoc | Doc) -> dict[str, tuple[object, object]]:
     """What no repair may change in any message, quarantined ones included: its head but for the reply
-    target (which a repair re-points by rewriting the head) and thread settings written into it (which a
-    repair removes, as it does beside the head), and whatever is stored as `body` beside it (a streamed
-    reply's Y.Text, or a peer's misplaced string)."""
+    target (which a repair re-points by rewriting the head), a `thread_id` that is missing or no string (which
+    a repair may set from the reply target) and thread settings written into it (which a repair removes, as
+    it does beside the head), and whatever is stored as `body` beside it (a streamed reply's Y.Text, or a
+    peer's misplaced string)."""
     messages = holder.roots["messages"] if isinstance(holder, ChatDoc) else root(holder, "messages")
     kept = {}
     for mid, record in messages.items():
@@ -101,12 +106,21 @@ def contents(holder: ChatDoc | Doc) -> dict[str, tuple[object, object]]:
             head = fields.get("head")
             if isinstance(head, dict):
                 head = {k: v for k, v in head.items() if k != "reply_to_message_id" and k not in CONFIG_ONLY_FIELDS}
+                if not isinstance(head.get("thread_id"), str):  # missing or of the wrong type
+                    head["thread_id"] = NOT_A_STRING
             kept[mid] = (head, fields.get("body"))
     return kept
 
 
+NOT_A_STRING = "<a thread id that is no string: a repair may set it>"
+
+
 def assert_contents_kept(before: dict[str, tuple[object, object]], chat: ChatDoc) -> None:
     after = contents(chat)
+    for mid, (head, _) in before.items():
+        now = after.get(mid)
+        if isinstance(head, dict) and head.get("thread_id") == NOT_A_STRING and now and isinstance(now[0], dict):
+            after[mid] = ({**now[0], "thread_id": NOT_A_STRING}, now[1])
     assert {mid: after.get(mid) for mid in before} == before, "a repair removed a message or changed its text"
 
 
@@ -191,6 +205,42 @@ def settings_on_a_message(peer: Doc, s: Scene) -> str:
     return f"messages:{s.root_id}"
 
 
+def agent_config_emptied_key_by_key(peer: Doc, s: Scene) -> str:
+    acp = root(peer, "thread_configs")[s.thread_id]["acp_config"]
+    for key in list(acp.keys()):
+        del acp[key]  # each deletion is a legitimate patch; together they leave a runner's thread without an agent
+    return s.thread_id
+
+
+def generating_is_a_string(peer: Doc, s: Scene) -> str:
+    root(peer, "messages")[s.turn_id]["generating"] = "yes"
+    return f"messages:{s.turn_id}"
+
+
+def pin_is_a_string(peer: Doc, s: Scene) -> str:
+    root(peer, "thread_configs")[s.thread_id]["pin"] = "true"
+    return f"thread_configs:{s.thread_id}"
+
+
+def state_is_no_state(peer: Doc, s: Scene) -> str:
+    root(peer, "thread_states")[s.thread_id]["state"] = "sleeping"
+    return f"thread_states:{s.thread_id}"
+
+
+def thread_id_a_number_in_a_reply_to_the_root(peer: Doc, s: Scene) -> str:
+    # Written so from the start (a rewritten head of an existing message is the guard's: tests/test_guard.py).
+    mid = new_ulid()
+    root(peer, "messages")[mid] = raw_message(12, reply_to=s.root_id)  # type: ignore[arg-type]
+    return f"messages:{mid}"
+
+
+def thread_id_a_number_in_a_reply_to_a_reply(peer: Doc, s: Scene) -> str:
+    # Its reply target is no root, so which thread it belongs to is a guess: a person decides.
+    mid = new_ulid()
+    root(peer, "messages")[mid] = raw_message(12, reply_to=s.turn_id)  # type: ignore[arg-type]
+    return f"messages:{mid}"
+
+
 def thread_root_id_is_a_number(peer: Doc, s: Scene) -> str:
     root(peer, "threads")[s.thread_id]["root_message_id"] = 7
     return f"threads:{s.thread_id}"
@@ -217,8 +267,15 @@ DAMAGES = {
     "thread running after its reply finished": Damage(FINALIZE_MISMATCH, running_after_finalize, "live"),
     "thread settings written onto a message": Damage(INVALID_RECORDS, settings_on_a_message, "live"),
     "thread record whose root id is a number": Damage(INVALID_RECORDS, thread_root_id_is_a_number, "never"),
+    "agent config emptied under a runner's replies": Damage(LOST_AGENT_CONFIG, agent_config_emptied_key_by_key, "never"),
+    "generating written as a string": Damage(INVALID_RECORDS, generating_is_a_string, "live"),
+    "pin written as a string": Damage(INVALID_RECORDS, pin_is_a_string, "live"),
+    "thread state that is no state": Damage(INVALID_RECORDS, state_is_no_state, "live"),
+    "thread id a number, the reply names the root": Damage(INVALID_RECORDS, thread_id_a_number_in_a_reply_to_the_root, "live"),
+    "thread id a number, the reply names a reply": Damage(INVALID_RECORDS, thread_id_a_number_in_a_reply_to_a_reply, "never"),
 }
-EVERY_COUNTER_DAMAGED = {d.counter for d in DAMAGES.values()} | {DUPLICATE_DATE_ROWS}
+# Destructive writes are counted only between a write and the guard's restoration: tests/test_guard.py.
+EVERY_COUNTER_DAMAGED = {d.counter for d in DAMAGES.values()} | {DUPLICATE_DATE_ROWS, DESTRUCTIVE_WRITES}
 
 
 def test_every_counter_has_a_damage_case() -> None:
@@ -293,6 +350,45 @@ def test_two_peers_repairing_the_same_damage_at_once_converge(damage: Damage) ->
     assert_agrees(first)
     assert_agrees(second)
     assert_contents_kept(kept, first)  # whichever peer's rewritten head won, it kept the text
+
+
+def test_a_bad_optional_field_is_removed_after_an_audit_entry_keeps_it(repairing_chat: ChatDoc) -> None:
+    scene = healthy(repairing_chat)
+    damaged(repairing_chat, lambda peer: generating_is_a_string(peer, scene))
+    assert repairing_chat.integrity().clean
+    stored_turn = repairing_chat.roots["messages"][scene.turn_id].to_py()
+    assert "generating" not in stored_turn
+    audits = {k: v for k, v in stored_turn.items() if k.startswith("audit:")}
+    assert list(audits.values()) == [{"field": "generating", "value": "yes",
+                                      "reason": "'generating': Expected `bool`, got `str`"}]
+    assert repairing_chat.message(scene.turn_id).generating is False  # what was read before the repair too
+
+    damaged(repairing_chat, lambda peer: pin_is_a_string(peer, scene))
+    assert repairing_chat.integrity().clean
+    config = repairing_chat.roots["thread_configs"][scene.thread_id].to_py()
+    assert "pin" not in config and [v["value"] for k, v in config.items() if k.startswith("audit:")] == ["true"]
+    assert repairing_chat.thread_config(scene.thread_id).pin is False
+    assert repairing_chat.is_agent_thread(scene.thread_id)
+
+
+def test_a_thread_id_of_the_wrong_type_follows_from_the_root_the_reply_names(repairing_chat: ChatDoc) -> None:
+    scene = healthy(repairing_chat)
+    offender = damaged(repairing_chat, lambda peer: thread_id_a_number_in_a_reply_to_the_root(peer, scene))
+    mid = str(offender).split(":", 1)[1]
+    assert repairing_chat.integrity().clean
+    head = repairing_chat.roots["messages"][mid].to_py()["head"]
+    assert (head["thread_id"], head["reply_to_message_id"]) == (scene.thread_id, scene.root_id)
+    assert mid in repairing_chat.message_ids(scene.thread_id)
+
+
+def test_a_reply_whose_thread_is_a_guess_stays_quarantined_and_says_why(repairing_chat: ChatDoc) -> None:
+    scene = healthy(repairing_chat)
+    offender = damaged(repairing_chat, lambda peer: thread_id_a_number_in_a_reply_to_a_reply(peer, scene))
+    mid = str(offender).split(":", 1)[1]
+    assert ("messages", mid) in repairing_chat.view.quarantined
+    _, diagnosis = repairing_chat.examine()
+    assert [(p.record, p.field, p.expected, p.found, p.quarantined) for p in diagnosis.invalid] == [
+        (f"messages:{mid}", "thread_id", "str", "12", True)]
 
 
 def test_live_repair_recreates_a_lost_thread_record_exactly_as_its_creator_wrote_it(repairing_chat: ChatDoc) -> None:
@@ -482,15 +578,18 @@ def test_a_misbehaving_write_is_counted_and_never_breaks_reads(chat: ChatDoc, wr
 @pytest.mark.parametrize(("write", "quarantined"), MISBEHAVIOURS.values(), ids=MISBEHAVIOURS.keys())
 def test_a_repairing_peer_survives_every_misbehaving_write(repairing_chat: ChatDoc, write, quarantined: bool) -> None:
     scene = healthy(repairing_chat)
+    original = contents(repairing_chat)
     peer = raw_peer(repairing_chat)
     write(peer, scene)
-    kept = contents(peer)  # what the damage left, which the repairs must keep
+    kept = contents(peer)  # what the damage left, which the repairs must keep (or the guard undo)
 
     repairing_chat.apply_update(peer.get_update(repairing_chat.get_state()))
 
     read_everything(repairing_chat)
     assert_agrees(repairing_chat)
-    assert_contents_kept(kept, repairing_chat)
+    after = contents(repairing_chat)
+    for mid, damaged_content in kept.items():
+        assert after.get(mid) in (damaged_content, original.get(mid)), "a repair removed a message or changed its text"
 
 
 def test_a_bad_field_is_left_out_of_reads_and_the_rest_is_read(chat: ChatDoc) -> None:

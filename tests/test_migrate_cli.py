@@ -50,7 +50,7 @@ def legacy_file(tmp_path: Path) -> Path:
 
 def test_migrate_in_place_then_rerun_then_rollback(capsys: pytest.CaptureFixture[str], legacy_file: Path) -> None:
     status, out, _ = run(capsys, "migrate", legacy_file)
-    assert status == 0 and "4 legacy rows -> 1 threads, 2 messages" in out and "interrupted turns 1" in out
+    assert status == 0 and "4 legacy rows -> 1 thread, 2 messages" in out and "interrupted turns 1" in out
     assert "line 3: preserved: draft" in out and "line 4: quarantined: malformed JSON on the last line" in out
     assert f"backup of the original: {legacy_file}.legacy-backup" in out
     assert detect(legacy_file.read_bytes()) == "v2" and Path(f"{legacy_file}.legacy-backup").read_bytes() == LEGACY
@@ -81,7 +81,7 @@ def test_dry_run_verifies_and_writes_nothing(capsys: pytest.CaptureFixture[str],
 
 def test_check_reads_legacy_and_v2_files(capsys: pytest.CaptureFixture[str], legacy_file: Path, tmp_path: Path) -> None:
     status, out, _ = run(capsys, "check", legacy_file)
-    assert status == 0 and "legacy .chat file, 1 threads, 2 messages" in out and "clean" in out
+    assert status == 0 and "legacy .chat file, 1 thread, 2 messages" in out and "clean" in out
     assert legacy_file.read_bytes() == LEGACY  # checking a legacy file migrates in memory only
     v2 = tmp_path / "v2.chat"
     v2.write_bytes(migrate_bytes(LEGACY).data)

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import anyio
 
+from ..logs import redact_tokens_in_logs
 from .config import SCRIPTED, AgentCommand, RunnerConfig, scripted_command
 from .runner import AgentRunner
 
@@ -117,6 +118,7 @@ async def _stop_on_signal(runners: list[AgentRunner], scope: anyio.CancelScope) 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    redact_tokens_in_logs()  # RoomClient logs its URL, which carries the token
     try:
         config = config_from(args)
     except ValueError as exc:

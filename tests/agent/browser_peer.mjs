@@ -1,28 +1,25 @@
-// A browser-like peer for the agent tests: unmodified `yjs` + `y-websocket` (from tests/js/node_modules)
-// that joins a room, waits until a thread's agent turn is streaming, then writes what a person's browser
-// would, following SCHEMA.md alone: a patch of the thread's name and colour, and optionally an interrupt
-// request on the streaming reply followed at once by a new prompt (sent whole: its text in its head).
+// A browser-like peer for the agent tests: the page's library (web/src/lib; y-websocket with `ws` from
+// tests/js/node_modules) that joins a room, waits until a thread's agent turn is streaming, then writes
+// what a person's page does, through the library: a patch of the thread's name and colour, and optionally
+// an interrupt request on the streaming reply followed at once by a new prompt.
 //
 //   node --input-type=module -e "$(cat browser_peer.mjs)" -- --url ws://127.0.0.1:PORT --room R --token T
 //        --thread THREAD_ID [--min-chars N] [--name NAME --color COLOR] [--interrupt --prompt TEXT]
 //
-// (run with tests/js as the working directory, so that the bare imports resolve there)
+// (run with tests/js as the working directory, so that `ws` resolves there)
 // Prints one JSON line: {streaming_reply, chars_seen, prompt_id}.
 import WebSocket from 'ws'
-import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
 // Relative to this file, and equally to tests/js when run there with -e.
-import { iso, messageRecord, parseArgs, ulid } from '../js/chat_schema.mjs'
+import { openRoom, patchConfig, reply, requestInterrupt } from '../../web/src/lib/index.js'
+import { parseArgs } from '../js/args.mjs'
 
 const args = parseArgs(process.argv.slice(process.argv.indexOf('--') + 1))
 const fail = (why) => { console.error(why); process.exit(2) }
 const timeout = setTimeout(() => fail('timed out'), Number(args.timeout || 20000))
 
-const doc = new Y.Doc()
-const provider = new WebsocketProvider(args.url, args.room, doc, {
-  WebSocketPolyfill: WebSocket, params: args.token ? { token: args.token } : {}, disableBc: true
-})
-await new Promise((resolve) => provider.on('sync', (synced) => { if (synced) resolve() }))
+const room = openRoom({ url: args.url, room: args.room, token: args.token, WebSocketPolyfill: WebSocket })
+const doc = room.doc
+await room.whenLive()
 
 const messages = doc.getMap('messages')
 const threadId = args.thread
@@ -39,31 +36,17 @@ while (!streaming()) await new Promise((resolve) => setTimeout(resolve, 10))
 const replyId = streaming()
 const out = { streaming_reply: replyId, chars_seen: messages.get(replyId).get('body').length }
 
-doc.transact(() => {
-  const config = doc.getMap('thread_configs').get(threadId)
-  if (args.name) config.set('name', args.name) // a patch: only the fields the person changed
-  if (args.color) config.set('thread_color', args.color)
-  config.set('updated_at', iso(Date.now()))
-  config.set('updated_by', 'browser')
-}, 'browser')
+// A patch: only the fields the person changed.
+const patch = {}
+if (args.name) patch.name = args.name
+if (args.color) patch.thread_color = args.color
+patchConfig(doc, { threadId, patch, by: 'browser' })
 
-if (args.interrupt) {
-  doc.transact(() => {
-    const reply = messages.get(replyId)
-    reply.set('acp_interrupt_requested_at', iso(Date.now()))
-    reply.set('acp_interrupt_requested_by', 'browser')
-  }, 'browser')
-}
-if (args.prompt) {
-  const ms = Date.now() + 1
-  const id = ulid(ms)
-  const rootId = doc.getMap('threads').get(threadId).get('root_message_id')
-  doc.transact(() => messages.set(id, messageRecord(threadId, 'browser', ms, args.prompt, rootId)), 'browser')
-  out.prompt_id = id
-}
+if (args.interrupt) requestInterrupt(doc, { messageId: replyId, by: 'browser' })
+if (args.prompt) out.prompt_id = reply(doc, { threadId, sender: 'browser', text: args.prompt, now: Date.now() + 1 })
 
 await new Promise((resolve) => setTimeout(resolve, 300)) // let the updates reach the server
 clearTimeout(timeout)
 process.stdout.write(JSON.stringify(out) + '\n')
-provider.destroy()
+room.destroy()
 setTimeout(() => process.exit(0), 50)

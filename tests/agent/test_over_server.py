@@ -180,8 +180,9 @@ async def test_a_browser_peer_renames_interrupts_and_sends_while_the_turn_stream
     """A real yjs/y-websocket peer (Node), writing by SCHEMA.md alone: name and colour patched mid-stream,
     an interrupt request on the streaming reply, and a new prompt right after it."""
     js = Path(__file__).resolve().parents[1] / "js"
-    if shutil.which("node") is None or not (js / "node_modules" / "y-websocket").is_dir():
-        pytest.skip("node or tests/js/node_modules/y-websocket missing: run `npm ci --prefix tests/js`")
+    web = js.parents[1] / "web"
+    if shutil.which("node") is None or not (web / "node_modules" / "y-websocket").is_dir() or not (js / "node_modules" / "ws").is_dir():
+        pytest.skip("node or the Node peer's packages missing: run `npm ci --prefix web` and `npm ci --prefix tests/js`")
     server, _ = served
     async with person_with_runner(served, tmp_path) as client:
         person = client.chat

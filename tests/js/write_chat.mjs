@@ -1,8 +1,7 @@
-// A chat written with the yjs library the way browsers and a Node agent would, following chatdoc's schema:
-// one Y.Map per record keyed by its ULID in the root maps meta, threads, thread_configs, messages and
-// thread_states; a message's fixed fields (and its text, when sent whole) are one plain `head` object, a
-// streamed agent reply's text a Y.Text `body`; dates are ISO strings with milliseconds; replies point at
-// the root.
+// A chat written the way browsers and a Node agent would: people's writes through the page's library
+// (web/src/lib: createThread, reply, edit, softDelete, one transaction each), an agent's turns and the
+// damage by hand with yjs, following SCHEMA.md: a message's fixed fields (and its text, when sent whole)
+// are one plain `head` object, a streamed agent reply's text a Y.Text `body`.
 //
 //   node write_chat.mjs OUT [--damage | --misplace]
 //
@@ -11,8 +10,25 @@
 // --damage (broken invariants) or --misplace (message fields stored where the schema does not put them),
 // the ids each integrity counter must name.
 import { writeFileSync } from 'node:fs'
-import * as Y from 'yjs'
-import { iso, messageHead, messageRecord as messageMap, streamedRecord, ulid } from './chat_schema.mjs'
+import { Y, createThread as libCreateThread, edit as libEdit, formatDate as iso, newUlid as ulid, reply as libReply, softDelete as libDelete } from '../../web/src/lib/index.js'
+
+// A message's head, by hand (the damage below writes some wrongly on purpose).
+function messageHead (threadId, senderId, ms, replyTo, body) {
+  const head = { thread_id: threadId, sender_id: senderId, date: iso(ms) }
+  if (replyTo) head.reply_to_message_id = replyTo
+  if (body !== undefined) head.body = body
+  return head
+}
+function withHead (head, extra) {
+  const map = new Y.Map()
+  map.set('head', head)
+  for (const [k, v] of Object.entries(extra)) map.set(k, v)
+  return map
+}
+const messageMap = (threadId, senderId, ms, content, replyTo) => withHead(messageHead(threadId, senderId, ms, replyTo, content), {})
+// An agent's streamed reply: no body in the head, the text a Y.Text that grows by appends.
+const streamedRecord = (threadId, senderId, ms, content, replyTo, extra = {}) =>
+  withHead(messageHead(threadId, senderId, ms, replyTo), { ...extra, body: new Y.Text(content) })
 
 // Dates advance a few seconds per message, like a conversation; `same()` reuses the last millisecond.
 let now = Date.UTC(2026, 0, 10, 12, 0, 0, 0)
@@ -37,50 +53,33 @@ const written = new Map() // message id -> {thread_id, date, sender_id, content,
 
 function createThread (p, { content, config = {}, acp = null, withConfig = true }) {
   const ms = tick()
-  const threadId = ulid(ms)
-  const rootId = ulid(ms)
-  p.doc.transact(() => {
-    p.messages.set(rootId, messageMap(threadId, p.name, ms, content, null))
-    const thread = new Y.Map()
-    for (const [k, v] of Object.entries({ created_at: iso(ms), created_by: p.name, root_message_id: rootId, schema_version: 2 })) thread.set(k, v)
-    p.threads.set(threadId, thread)
-    if (withConfig) {
-      const cfg = new Y.Map()
-      const acpMap = new Y.Map()
-      for (const [k, v] of Object.entries(acp ?? {})) acpMap.set(k, v)
-      cfg.set('acp_config', acpMap)
-      for (const [k, v] of Object.entries({ ...config, updated_at: iso(ms), updated_by: p.name })) cfg.set(k, v)
-      p.configs.set(threadId, cfg)
-    }
-    const state = new Y.Map()
-    state.set('state', 'idle')
-    state.set('updated_at', iso(ms))
-    p.states.set(threadId, state)
-  }, 'create_thread')
+  const { threadId, messageId: rootId } = libCreateThread(p.doc, { sender: p.name, text: content, config: { ...config, acp_config: acp ?? {} }, now: ms })
+  // A peer that knows nothing of configs: the thread without one.
+  if (!withConfig) p.doc.transact(() => p.configs.delete(threadId), 'no config')
   written.set(rootId, { thread_id: threadId, date: iso(ms), sender_id: p.name, content, deleted: false })
   return { threadId, rootId, agent: acp !== null && Object.keys(acp).length > 0, name: config.name ?? null }
 }
 
-function reply (p, thread, content, { ms = tick(), replyTo = thread.rootId } = {}) {
-  const id = ulid(ms)
-  p.doc.transact(() => p.messages.set(id, messageMap(thread.threadId, p.name, ms, content, replyTo)), 'reply')
+// Through the library a reply points at the root; `replyTo` is a misbehaving peer's raw write.
+function reply (p, thread, content, { ms = tick(), replyTo = null } = {}) {
+  let id
+  if (replyTo) {
+    id = ulid(ms)
+    p.doc.transact(() => p.messages.set(id, messageMap(thread.threadId, p.name, ms, content, replyTo)), 'reply')
+  } else {
+    id = libReply(p.doc, { threadId: thread.threadId, sender: p.name, text: content, now: ms })
+  }
   written.set(id, { thread_id: thread.threadId, date: iso(ms), sender_id: p.name, content, deleted: false })
   return id
 }
 
 function edit (p, messageId, content) {
-  const ms = tick()
-  // A plain object under a unique key: concurrent edits never overwrite each other.
-  p.doc.transact(() => p.messages.get(messageId).set(`edit:${ulid(ms)}`, { author_id: p.name, date: iso(ms), content }), 'edit')
+  libEdit(p.doc, { messageId, author: p.name, text: content, now: tick() })
   written.get(messageId).content = content
 }
 
 function softDelete (p, messageId) {
-  p.doc.transact(() => {
-    const record = p.messages.get(messageId)
-    record.set('deleted_at', iso(tick()))
-    record.set('deleted_by', p.name)
-  }, 'delete')
+  libDelete(p.doc, { messageId, by: p.name, now: tick() })
   written.get(messageId).deleted = true
 }
 
@@ -160,6 +159,7 @@ sync(alice, bob, agent)
 const lastTurn = agentTurn(agent, codex, ['Yes: ', 'use message ids.'], 'sess-js-1')
 
 const small = createThread(bob, { content: 'Lunch?' })
+sync(alice, bob, agent) // the library replies only in a thread its peer knows
 reply(alice, small, 'Yes!')
 sync(alice, bob, agent)
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import anyio
 import pytest
 import uvicorn
+from conftest import require_node
 
 from chatdoc import ChatDoc, create_thread
 from server.app import ChatServer, Limits, ServerOptions
@@ -60,6 +60,10 @@ class Served:
 
     def token(self, room: str, mode: str = "write", *, ttl: int = 3600, user: str = "tester") -> str:
         return mint(load_secret(self.root / STATE_DIR), room, mode, ttl=ttl, user=user)  # type: ignore[arg-type]
+
+    def folder_token(self, folder: str = "", mode: str = "write", *, ttl: int = 3600, user: str = "tester") -> str:
+        """A token for every chat under `folder` ("" = all served): what the page is opened with."""
+        return mint(load_secret(self.root / STATE_DIR), folder, mode, ttl=ttl, user=user, scope="folder")  # type: ignore[arg-type]
 
     def client(self, room: str, mode: str = "write", *, user: str = "tester", chat: ChatDoc | None = None,
                token: str | None = None, **options: Any) -> RoomClient:
@@ -187,14 +191,9 @@ async def eventually(check: Callable[[], bool], *, timeout: float = 10, what: st
 # -- the Node peer -------------------------------------------------------------------------------------
 
 
-def node_available() -> bool:
-    return shutil.which("node") is not None and (JS / "node_modules" / "y-websocket").is_dir()
-
-
 async def run_node_peer(*args: str, timeout: float = 30) -> dict[str, Any]:
     """Run tests/js/ws_peer.mjs; it prints one JSON object (what it read) on stdout."""
-    if not node_available():
-        pytest.skip("node or tests/js/node_modules/y-websocket missing: run `npm ci --prefix tests/js`")
+    require_node()
     with anyio.fail_after(timeout):
         result = await anyio.run_process(["node", str(JS / "ws_peer.mjs"), *args], check=False, env={**os.environ})
     if result.returncode != 0:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    anyio_backend, chat_dir, eventually, node_available, run_node_peer, serving,
+    anyio_backend, chat_dir, eventually, run_node_peer, serving,
 )
 
 pytestmark = pytest.mark.anyio
@@ -25,12 +25,11 @@ async def test_a_client_that_joins_sees_the_presence_of_those_already_there(chat
                 await eventually(lambda: list(bob.presence.values()) == [{"user": "alice", "cursor": 3}])
                 bob.set_presence({"user": "bob"})
                 await eventually(lambda: {"user": "bob"} in alice.presence.values())
-                if node_available():
-                    seen = await run_node_peer("--url", f"ws://127.0.0.1:{served.port}", "--room", "p.chat",
-                                               "--token", served.token("p.chat", "read"), "--presence", "node", "--settle", "200")
-                    assert sorted(s["user"] for s in seen["presence"]) == ["alice", "bob"]
-                    # The Node peer left: its presence is gone for the others too.
-                    await eventually(lambda: {"user": "node"} not in bob.presence.values())
+                seen = await run_node_peer("--url", f"ws://127.0.0.1:{served.port}", "--room", "p.chat",
+                                           "--token", served.token("p.chat", "read"), "--presence", "node", "--settle", "200")
+                assert sorted(s["user"] for s in seen["presence"]) == ["alice", "bob"]
+                # The Node peer left: its presence is gone for the others too.
+                await eventually(lambda: {"user": "node"} not in bob.presence.values())
             # Bob's connection closed without a goodbye: the server tells Alice he left.
             await eventually(lambda: {"user": "bob"} not in alice.presence.values())
             assert len(served.app.rooms["p.chat"].presence.entries) == 1

@@ -22,26 +22,30 @@ from server.serve import ServeError, add_serve_arguments, options_from
 pytestmark = pytest.mark.anyio
 
 
-async def refused(url: str, token: str | None) -> int:
+async def refused(url: str, token: str | None) -> tuple[int, str]:
     client = RoomClient(url, token=token)
     async with client:
         with pytest.raises(RoomRefused) as caught:
             with anyio.fail_after(10):
                 await client.wait_synced()
-    return caught.value.status
+    assert client.connections == 1, "a refusal is not retried"
+    return caught.value.status, caught.value.reason
 
 
 async def test_connections_without_a_valid_token_are_refused(chat_dir: Path) -> None:
+    # Accepted, then closed with 4401 and the reason (SCHEMA.md section 13): a browser can read a close
+    # reason, never the body of a refused handshake.
     async with serving(chat_dir) as served:
         url = served.url("a.chat")
-        assert await refused(url, None) == 401
+        assert await refused(url, None) == (4401, "no token")
         good = served.token("a.chat")
         body, _, signature = good.partition(".")
-        assert await refused(url, body + "." + signature[::-1]) == 401  # forged signature
-        assert await refused(url, mint(b"x" * 32, "a.chat", "write")) == 401  # another server's secret
-        assert await refused(url, served.token("a.chat", ttl=-1)) == 401  # expired
-        assert await refused(url, served.token("b.chat")) == 401  # for another file
-        assert await refused(url, "garbage") == 401
+        # forged: reversed, the signature is no canonical base64 any more, or a wrong one
+        assert await refused(url, body + "." + signature[::-1]) in {(4401, "bad signature"), (4401, "malformed token")}
+        assert await refused(url, mint(b"x" * 32, "a.chat", "write")) == (4401, "bad signature")  # another server's secret
+        assert await refused(url, served.token("a.chat", ttl=-1)) == (4401, "token expired")
+        assert await refused(url, served.token("b.chat")) == (4401, "token is for 'b.chat'")
+        assert (await refused(url, "garbage"))[0] == 4401
         assert served.app is not None and served.app.metrics.connections_refused["auth"] == 6
         async with served.client("a.chat") as ok:
             await ok.wait_synced()
@@ -59,16 +63,23 @@ def test_tokens_verify_only_unaltered_unexpired_and_for_their_path(tmp_path: Pat
     assert load_secret(tmp_path / ".chatdoc") == secret  # kept, not recreated
 
 
-async def test_a_read_only_connection_reads_but_its_updates_are_dropped_and_counted(chat_dir: Path) -> None:
+async def test_a_read_only_connection_that_writes_is_dropped_with_4403_and_told_why(chat_dir: Path) -> None:
     async with serving(chat_dir) as served:
         async with two_clients(served, "r.chat", "writer", "reader", "read") as (writer, reader):
             thread_id, _ = await shared_thread(writer, reader, "writer", "hello")
             reply(reader.chat, thread_id, sender_id="reader", content="not allowed")
             assert served.app is not None
             await eventually(lambda: served.app.metrics.readonly_updates_dropped >= 1)
-            reply(writer.chat, thread_id, sender_id="writer", content="still flowing")
-            await eventually(lambda: len(reader.chat.message_ids(thread_id)) == 3)  # its own (local) + 2
-            await anyio.sleep(0.2)
+            with pytest.raises(RoomRefused) as caught:
+                with anyio.fail_after(10):
+                    await reader.wait_synced()
+            assert (caught.value.status, caught.value.reason) == (4403, "read-only token: this connection may not write")
+            await anyio.sleep(0.5)
+            assert reader.connections == 1 and not reader.online  # told, and not retrying
+            reply(writer.chat, thread_id, sender_id="writer", content="still flowing")  # the others keep going
+            async with served.client("r.chat", "read", user="late reader") as late:
+                await late.wait_synced()
+                assert [m.content for m in late.chat.messages(thread_id)] == ["hello", "still flowing"]
             assert [m.content for m in writer.chat.messages(thread_id)] == ["hello", "still flowing"]
         room = served.app.rooms.get("r.chat")
         assert room is None or len(room.chat.roots["messages"]) == 2

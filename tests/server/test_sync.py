@@ -6,8 +6,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import require_node
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    anyio_backend, chat_dir, eventually, node_available, run_node_peer, serving, shared_thread, two_clients,
+    anyio_backend, chat_dir, eventually, run_node_peer, serving, shared_thread, two_clients,
 )
 
 from chatdoc import create_thread, edit_message, reply
@@ -22,8 +23,7 @@ def plain(chat) -> dict:  # type: ignore[no-untyped-def]
 
 
 async def test_two_python_peers_and_a_node_peer_converge(chat_dir: Path) -> None:
-    if not node_available():
-        pytest.skip("tests/js has no y-websocket: run `npm ci --prefix tests/js`")
+    require_node()
     async with serving(chat_dir) as served:
         async with two_clients(served, "team.chat", "alice", "bob") as (alice, bob):
             thread_id, root_id = await shared_thread(alice, bob, "alice", "shared thread")
@@ -66,8 +66,7 @@ async def test_two_python_peers_and_a_node_peer_converge(chat_dir: Path) -> None
 
 
 async def test_a_python_written_record_reads_correctly_in_js(chat_dir: Path) -> None:
-    if not node_available():
-        pytest.skip("tests/js has no y-websocket: run `npm ci --prefix tests/js`")
+    require_node()
     async with serving(chat_dir) as served:
         async with served.client("py.chat", user="alice") as alice:
             await alice.wait_synced()
