@@ -15,7 +15,8 @@ Scenarios, each run against a fresh server subprocess (`python -m server serve`)
 
 Latency of a message = from the write to the moment the LAST client of its room has it in its document
 (all clients live in this one process, so one clock). A message that some client of its room never
-receives (within 10 s after the run) is lost. Server RSS is sampled from /proc every second.
+receives (within 10 s after the run) is lost. Server RSS (summed over the server and its
+descendants: the file-rendering worker) is sampled from /proc every second; CPU counts them too.
 
 Clients are `server.client.RoomClient`s. With `--peers bare` (the default) each holds a bare pycrdt `Doc`
 and writes schema-valid records directly: the client process does as little as a peer can, so the numbers
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,8 @@ class Result:
     commit_p50_ms: float | None = None
     commit_p99_ms: float | None = None
     commits: int = 0
+    # stage -> (p50, p99) ms, from the server's /metrics (chatdoc only): where an update's time went
+    breakdown: dict[str, tuple[float, float]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list, repr=False)
 
 
@@ -91,13 +95,10 @@ class Server:
         return f"ws://127.0.0.1:{self.port}/{room}"
 
     def sample(self) -> None:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        rss_kib = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-        self.peak_rss = max(self.peak_rss, rss_kib)
+        self.peak_rss = max(self.peak_rss, tree_rss_kib(self.proc.pid))
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks (100 Hz)
+        return tree_cpu_seconds(self.proc.pid)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
@@ -109,6 +110,44 @@ class Server:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants: the server's file-rendering worker (and its forkserver) count as the server."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks (100 Hz)
+    return total / 100
+
+
+def tree_rss_kib(pid: int) -> int:
+    total = 0
+    for p in _tree(pid):
+        try:
+            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{p}/status").read_text()).group(1))  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            continue
+    return total
 
 
 class BareChat:
@@ -176,9 +215,10 @@ class Tracker:
 
 
 async def scenario(name: str, persistence: str, *, rooms: int, per_room: int, senders: int, rate: float,
-                   duration: float, peers: str) -> Result:
+                   duration: float, peers: str, launch: Callable[[Path], Any] | None = None) -> Result:
+    """`launch(folder)` starts another server with `Server`'s methods (bench/serve_vs_node.py's Node server)."""
     with tempfile.TemporaryDirectory(prefix="chatdoc-bench-") as folder:
-        server = Server(Path(folder), persistence)
+        server = launch(Path(folder)) if launch is not None else Server(Path(folder), persistence)
         result = Result(name, persistence, peers, clients=rooms * per_room, rooms=rooms)
         tracker = Tracker()
         try:
@@ -236,6 +276,7 @@ async def scenario(name: str, persistence: str, *, rooms: int, per_room: int, se
             setattr(result, attr, float(match.group(1)) * 1000)
     commits = re.search(r"chatdoc_persist_commit_seconds_count (\d+)", metrics)
     result.commits = int(commits.group(1)) if commits else 0
+    result.breakdown = breakdown(metrics)
     return result
 
 
@@ -271,6 +312,17 @@ async def _send(tracker: Tracker, room: str, client: RoomClient, index: int, thr
             reply(chat, thread_id, sender_id=f"client-{index}", content=content, message_id=message_id)
         n += 1
         await anyio.sleep(max(0.0, period - (time.perf_counter() - started)))
+
+
+def breakdown(metrics: str) -> dict[str, tuple[float, float]]:
+    """(p50, p99) in ms of each update stage, the group commit and the event loop's lag, from /metrics."""
+    found: dict[str, dict[str, float]] = {}
+    for name, labels, value in re.findall(r'^chatdoc_(update_stage|event_loop_lag|gc_pause|persist_commit)_recent_seconds'
+                                          r'\{(.*?)\} (\S+)$', metrics, re.MULTILINE):
+        stage = re.search(r'stage="([^"]+)"', labels)
+        key = stage.group(1) if stage else {"event_loop_lag": "loop_lag", "gc_pause": "gc_pause", "persist_commit": "commit"}[name]
+        found.setdefault(key, {})[re.search(r'quantile="([^"]+)"', labels).group(1)] = float(value) * 1000  # type: ignore[union-attr]
+    return {key: (q.get("0.5", 0.0), q.get("0.99", 0.0)) for key, q in found.items()}
 
 
 def table(results: list[Result]) -> str:

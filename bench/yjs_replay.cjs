@@ -8,19 +8,8 @@
 const fs = require("fs");
 const Y = require("yjs");
 
-const ROOTS = ["meta", "threads", "thread_configs", "messages", "thread_states"];
+const { ROOTS, readUpdates } = require("./yjs_updates.cjs");
 const [startPath, updatesPath, bucketsArg] = process.argv.slice(2);
-
-function readUpdates(path) {
-  const data = fs.readFileSync(path);
-  const updates = [];
-  for (let at = 0; at < data.length; ) {
-    const n = data.readUInt32LE(at);
-    updates.push(data.subarray(at + 4, at + 4 + n));
-    at += 4 + n;
-  }
-  return updates;
-}
 
 const updates = readUpdates(updatesPath);
 const doc = new Y.Doc();

@@ -15,7 +15,9 @@ the connection that made it. Module by module:
 - `room`: one chat being served
 - `filemirror`: the `.chat` file on disk, written atomically and watched for outside edits
 - `chatfiles`: the adapter to the core's v2 file format and legacy migration
-- `metrics`: counters and Prometheus text
+- `renderer`: whole-document work (rendering `.chat` files) in a low-priority worker process
+- `metrics`: counters, per-stage update timings and Prometheus text
+- `looplag`: how late the event loop wakes, and garbage-collector pauses
 - `app`: the ASGI application (routes, lifespan, rooms)
 - `serve`: `chatdoc serve` and `chatdoc token`
 - `client`: a Python peer that connects, syncs and reconnects

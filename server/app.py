@@ -31,6 +31,7 @@ from chatdoc.servelock import ServeLock
 from . import auth
 from .connection import CLOSE_POLICY, CLOSE_STORAGE_UNAVAILABLE, CLOSE_TOO_BIG, CLOSE_UNAUTHORIZED, Connection
 from .filemirror import FileMirror
+from .looplag import watch_loop_lag
 from .metrics import Metrics
 from .paths import STATE_DIR, ChatPaths, PathRefused
 from .persister import Persister
@@ -159,6 +160,7 @@ class ChatServer:
         self.persister.log = self.log
         await tg.start(self.persister.run)
         tg.start_soon(self._report_integrity)
+        tg.start_soon(watch_loop_lag, self.metrics.loop_lag_seconds, self.metrics.gc_pause_seconds)
         self.ready = True
         log.info("serving %s (auth %s)", self.paths.root, "on" if self.options.auth else "OFF")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -52,7 +53,7 @@ class Connection:
         self.asked_sync = False  # sent its sync step 1 (the handshake deadline no longer applies)
         self.joined = False  # has its sync step 2 reply: may now receive broadcast updates
         self.synced_seq = 0  # the room's seq its sync reply covered
-        self._outbox: deque[bytes] = deque()
+        self._outbox: deque[tuple[bytes, int]] = deque()  # (message, perf_counter_ns when queued)
         self._outbox_bytes = 0
         self._ready = anyio.Event()
         self.close_code: int | None = None
@@ -77,7 +78,7 @@ class Connection:
             self._outbox_bytes = 0
             self.close(CLOSE_TRY_LATER, "too slow")
             return
-        self._outbox.append(message)
+        self._outbox.append((message, time.perf_counter_ns()))
         self._outbox_bytes += len(message)
         self._ready.set()
 
@@ -98,8 +99,9 @@ class Connection:
             await self._ready.wait()
             self._ready = anyio.Event()
             while self._outbox and not self.closing:
-                message = self._outbox.popleft()
+                message, queued_ns = self._outbox.popleft()
                 self._outbox_bytes -= len(message)
+                self.metrics.stage_seconds["outbox_wait"].since(queued_ns)
                 with anyio.CancelScope() as self._sending:
                     await send({"type": "websocket.send", "bytes": message})
                     self.metrics.bytes_out += len(message)

@@ -2,8 +2,8 @@
 
 - **Written atomically, debounced.** Once the room has been quiet for `file_debounce_seconds` (1 s), or
   `file_max_delay_seconds` (5 s) after the first change the file lacks when it never goes quiet, and when
-  the room closes: rendered off the event loop, then temp file in the same folder, fsync, rename over the
-  file, fsync the folder. A reader (or a crash) sees the old file or the new one, never half of one.
+  the room closes: rendered in a worker process (server/renderer.py), then temp file in the same folder,
+  fsync, rename over the file, fsync the folder. A reader (or a crash) sees the old file or the new one, never half of one.
 - **Ours or theirs.** Before each rename the file's SHA-256 is noted in the log (`file_writes`). A file
   whose content matches none of the recent fingerprints was written by someone else: it is merged into the
   document by chatfile's field-level import, in transactions with origin `file`, never by rebuilding the
@@ -36,6 +36,7 @@ import anyio
 from chatdoc.chatfile import replace_file
 
 from .chatfiles import ChatFiles
+from .renderer import run_in_process
 from .room import FILE_ORIGIN
 
 if TYPE_CHECKING:
@@ -94,8 +95,8 @@ class FileMirror:
             if not first_load:
                 self.server.metrics.external_file_merges += 1
                 log.warning("%s: the file was edited while the server was away; merged (%s)", room.name, changed)
-        self._remember(room, digest)
-        if await anyio.to_thread.run_sync(files.render_state, room.chat.get_update()) != data:
+        self._remember(room, digest, len(data))
+        if await run_in_process(files.render_state, room.chat.get_update()) != data:
             room.mark_file_behind()  # the server stopped before its last write, or the file was not v2
 
     async def tick(self, room: Room) -> None:
@@ -130,16 +131,18 @@ class FileMirror:
     async def _write(self, room: Room) -> None:
         assert self.files is not None
         room.file_behind_since = None  # changes made while we write mark it again
-        # Rendered from a copy in a worker thread: a large chat takes 100+ ms to render, and the event
-        # loop must keep relaying updates meanwhile. Only the state encoding (Rust, fast) happens here.
-        # Abandoned if cancelled (a shutdown past its deadline): it only reads a copy, and the file stays as it was.
-        data = await anyio.to_thread.run_sync(self.files.render_state, room.chat.get_update(), abandon_on_cancel=True)
+        # Rendered from a copy in another process (server/renderer.py says why not a thread): the event
+        # loop keeps relaying updates meanwhile. Only the state encoding (Rust, fast) happens here. Abandoned if
+        # cancelled (a shutdown past its deadline): it only reads a copy, and the file stays as it was.
+        started = time.perf_counter_ns()
+        data = await run_in_process(self.files.render_state, room.chat.get_update())
+        self.server.metrics.stage_seconds["file_render"].since(started)
         digest = _sha256(data)
         if self.server.log is not None:
             # Noted before the rename: after a crash in between, the file is still recognised as ours.
             await self.server.persister.in_thread(self.server.log.note_file_write, room.name, digest)
         await anyio.to_thread.run_sync(write_atomically, room.file, data)
-        self._remember(room, digest)
+        self._remember(room, digest, len(data))
         self.server.metrics.file_writes += 1
 
     async def _merge_outside_edit(self, room: Room) -> None:
@@ -190,13 +193,17 @@ class FileMirror:
         log_ = self.server.log
         return log_ is not None and await self.server.persister.in_thread(log_.wrote_file, room.name, digest)
 
-    def _remember(self, room: Room, digest: str) -> None:
+    def _remember(self, room: Room, digest: str, size: int) -> None:
+        """Note the file we just wrote or read (`size` bytes, `digest`) as seen. Another program may have
+        written it in between (our write returns from a thread): a file of another size is not ours, so it
+        is left to the next tick to read, hash and merge."""
         try:
             stat = os.stat(room.file)
         except FileNotFoundError:
             self._seen[room.name] = None
             return
-        self._seen[room.name] = Seen(stat.st_mtime_ns, stat.st_size, digest)
+        mine = stat.st_size == size
+        self._seen[room.name] = Seen(stat.st_mtime_ns if mine else -1, stat.st_size, digest)
 
     async def _read(self, file: Path) -> bytes | None:
         try:

@@ -9,6 +9,7 @@ with a `room` label: they say how many records are broken now, not how often it 
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,15 +18,30 @@ from typing import Any
 from chatdoc.integrity import COUNTERS
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Finer at the low end: one stage of one update takes tens of microseconds; the loop's lag is what is left
+# of a 10 ms sleep's overshoot.
+STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Where an update spends its time on the server, in order (see Room): decoding the frame; applying it
+# (observers, incremental checks, attribution, repairs); waiting until the group commit holding it is
+# durable; handing it to every other client's outbox; waiting in an outbox until the websocket takes it.
+# `file_render` is the file mirror's rendering of a whole document, which runs beside all of these.
+STAGES = ("parse", "apply", "durable_wait", "broadcast", "outbox_wait", "file_render")
 
 
 @dataclass
 class Histogram:
     buckets: tuple[float, ...] = COMMIT_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
     observed: int = 0
     recent: list[float] = field(default_factory=list)  # a bounded window for p50/p99 in logs and benchmarks
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.buckets) + 1)
+
+    def since(self, started_ns: int) -> None:
+        """Observe the time since `started_ns` (a `time.perf_counter_ns()` reading)."""
+        self.observe((time.perf_counter_ns() - started_ns) / 1e9)
 
     def observe(self, seconds: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
@@ -58,6 +74,10 @@ class Metrics:
     awareness_dropped: int = 0  # awareness states over the per-connection or per-room limit
     commits: int = 0
     commit_seconds: Histogram = field(default_factory=Histogram)
+    stage_seconds: dict[str, Histogram] = field(
+        default_factory=lambda: {stage: Histogram(STAGE_BUCKETS) for stage in STAGES})
+    loop_lag_seconds: Histogram = field(default_factory=lambda: Histogram(STAGE_BUCKETS))
+    gc_pause_seconds: Histogram = field(default_factory=lambda: Histogram(STAGE_BUCKETS))
     external_file_merges: int = 0
     file_writes: int = 0
     migrations: int = 0
@@ -71,6 +91,29 @@ class Metrics:
             out.append(f"# HELP {name} {help_text}")
             out.append(f"# TYPE {name} {kind}")
             out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+
+        def histogram(name: str, help_text: str, series: list[tuple[str, Histogram]]) -> None:
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} histogram")
+            for labels, h in series:
+                inner = labels[1:-1] + "," if labels else ""
+                cumulative = 0
+                for bound, count in zip(h.buckets, h.counts):
+                    cumulative += count
+                    out.append(f'{name}_bucket{{{inner}le="{bound}"}} {cumulative}')
+                out.append(f'{name}_bucket{{{inner}le="+Inf"}} {h.observed}')
+                out.append(f"{name}_sum{labels} {_number(h.total)}")
+                out.append(f"{name}_count{labels} {h.observed}")
+
+        def quantiles(name: str, help_text: str, series: list[tuple[str, Histogram]]) -> None:
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} gauge")
+            for labels, h in series:
+                inner = labels[1:-1] + "," if labels else ""
+                for q in (0.5, 0.99):
+                    value = h.quantile(q)
+                    if value is not None:
+                        out.append(f'{name}{{{inner}quantile="{q}"}} {_number(value)}')
 
         metric("chatdoc_rooms", "gauge", "Rooms open.", [("", len(rooms))])
         metric("chatdoc_connections", "gauge", "Websocket connections open.", [("", connections)])
@@ -109,22 +152,19 @@ class Metrics:
                [("", self.external_file_merges)])
         metric("chatdoc_file_writes_total", "counter", ".chat snapshots written.", [("", self.file_writes)])
         metric("chatdoc_migrations_total", "counter", "Legacy .chat files migrated on open.", [("", self.migrations)])
-        h = self.commit_seconds
-        out.append("# HELP chatdoc_persist_commit_seconds Durable group commits (SQLite, fsync) before broadcast.")
-        out.append("# TYPE chatdoc_persist_commit_seconds histogram")
-        cumulative = 0
-        for bound, count in zip(h.buckets, h.counts):
-            cumulative += count
-            out.append(f'chatdoc_persist_commit_seconds_bucket{{le="{bound}"}} {cumulative}')
-        out.append(f'chatdoc_persist_commit_seconds_bucket{{le="+Inf"}} {h.observed}')
-        out.append(f"chatdoc_persist_commit_seconds_sum {_number(h.total)}")
-        out.append(f"chatdoc_persist_commit_seconds_count {h.observed}")
-        out.append("# HELP chatdoc_persist_commit_recent_seconds Quantiles of the last 10,000-20,000 group commits.")
-        out.append("# TYPE chatdoc_persist_commit_recent_seconds gauge")
-        for q in (0.5, 0.99):
-            value = h.quantile(q)
-            if value is not None:
-                out.append(f'chatdoc_persist_commit_recent_seconds{{quantile="{q}"}} {_number(value)}')
+        histogram("chatdoc_persist_commit_seconds", "Durable group commits (SQLite, fsync) before broadcast.",
+                  [("", self.commit_seconds)])
+        quantiles("chatdoc_persist_commit_recent_seconds", "Quantiles of the last 10,000-20,000 group commits.",
+                  [("", self.commit_seconds)])
+        stages = [(_labels(stage=name), h) for name, h in self.stage_seconds.items()]
+        histogram("chatdoc_update_stage_seconds", "Time one update spends in each stage on the server.", stages)
+        quantiles("chatdoc_update_stage_recent_seconds", "Quantiles of the last 10,000-20,000 of each stage.", stages)
+        lag = [("", self.loop_lag_seconds)]
+        histogram("chatdoc_event_loop_lag_seconds", "How late a 10 ms sleep on the event loop wakes.", lag)
+        quantiles("chatdoc_event_loop_lag_recent_seconds", "Quantiles of the last 10,000-20,000 lag samples.", lag)
+        pauses = [("", self.gc_pause_seconds)]
+        histogram("chatdoc_gc_pause_seconds", "Python garbage-collector passes (every thread waits).", pauses)
+        quantiles("chatdoc_gc_pause_recent_seconds", "Quantiles of the last 10,000-20,000 collector passes.", pauses)
         metric("chat_integrity_records_restored_total", "counter",
                "Records the guard restored after a forbidden change (SCHEMA.md section 11), by offending user.",
                [(_labels(room=r.name, user=user), n) for r in rooms for user, n in sorted(r.records_restored.items())])

@@ -29,7 +29,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -66,6 +66,7 @@ class Applied:
     origin: str
     received: float  # Unix seconds
     sender: Connection | None  # set when the committed update is exactly what this client sent
+    applied_ns: int = field(default_factory=time.perf_counter_ns)  # for the durable_wait stage in /metrics
 
 
 class Room:
@@ -192,7 +193,9 @@ class Room:
         if self.state != "open":
             return  # closing: the client was told; on reconnect the handshake carries anything it sent
         try:
+            started = time.perf_counter_ns()
             message = protocol.parse(frame)
+            self.metrics.stage_seconds["parse"].since(started)
             if isinstance(message, protocol.SyncStep1):
                 self._reply_to_sync(conn, message.state)
             elif isinstance(message, protocol.DocUpdate):
@@ -263,6 +266,7 @@ class Room:
                         self.limits.max_document_bytes)
             conn.close(CLOSE_TOO_BIG, "document too large")
             return
+        started = time.perf_counter_ns()  # the apply stage: observers, checks, attribution, repairs
         before = self._violations()
         self._sender, self._received = conn, message.update
         try:
@@ -287,6 +291,7 @@ class Room:
             self.recorder.append(conn.origin, message.update)
         self._attribute(before, conn.origin)
         self._run_due_repairs()
+        self.metrics.stage_seconds["apply"].since(started)
 
     def _ask_for_missing_causes(self) -> None:
         """Senders of updates that waited too long for their causes get a sync step 1: their answer (a
@@ -378,11 +383,15 @@ class Room:
                 else:
                     waiting.append((seq, conn, reply))
             self._replies = waiting
+        durable_wait, broadcast = self.metrics.stage_seconds["durable_wait"], self.metrics.stage_seconds["broadcast"]
         for item in items:
+            durable_wait.since(item.applied_ns)
+            started = time.perf_counter_ns()
             message = protocol.update_message(item.update)
             for conn in self.connections:
                 if conn.joined and item.seq > conn.synced_seq and conn is not item.sender:
                     conn.send(message)
+            broadcast.since(started)
 
     # -- integrity ---------------------------------------------------------------------------------
 

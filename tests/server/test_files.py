@@ -103,7 +103,8 @@ async def test_the_file_is_written_atomically_and_only_when_the_chat_changed(cha
             await alice.wait_synced()
             create_thread(alice.chat, sender_id=ALICE, content="one")
             path = chat_dir / "quiet.chat"
-            await eventually(lambda: path.exists())
+            # The count, not only the file: the file appears in the writer's thread just before it is counted.
+            await eventually(lambda: path.exists() and served.app.metrics.file_writes > 0)
             writes = served.app.metrics.file_writes
             await anyio.sleep(0.6)  # several debounce periods with no change: no rewrite
             assert served.app.metrics.file_writes == writes
