@@ -27,6 +27,7 @@ applies around it calls `refresh()`.
 from __future__ import annotations
 
 import heapq
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -88,6 +89,17 @@ def _uint(data: bytes, pos: int) -> tuple[int, int]:
         raise UpdateError("update ends in the middle of a varuint") from None
 
 
+def _clock(data: bytes, pos: int) -> tuple[int, int]:
+    """A varuint that is mostly one or two bytes (a clock): those two read without the loop."""
+    n = data[pos]
+    if n < 0x80:
+        return n, pos + 1
+    b = data[pos + 1]
+    if b < 0x80:
+        return (n & 0x7F) | b << 7, pos + 2
+    return _uint(data, pos)
+
+
 def _skip_int(data: bytes, pos: int) -> int:
     """Past a lib0 signed varint (sign and 6 bits in the first byte, then 7 bits a byte)."""
     try:
@@ -123,8 +135,13 @@ def _skip_any(data: bytes, pos: int) -> int:
         for _ in range(n):
             k = data[pos]  # the key
             pos = pos + 1 + k if k < 0x80 else _skip_bytes(data, pos)
-            if data[pos] == 119 and data[pos + 1] < 0x80:  # a short string value
-                pos += 2 + data[pos + 1]
+            if data[pos] == 119:  # a string value
+                size = data[pos + 1]
+                if size < 0x80:
+                    pos += 2 + size
+                else:
+                    size, pos = _clock(data, pos + 1)
+                    pos += size
             else:
                 pos = _skip_any(data, pos)
         return pos
@@ -180,22 +197,55 @@ def _content(data: bytes, pos: int, kind: int) -> tuple[int, int]:
     raise UpdateError(f"unknown content kind {kind}")
 
 
+def _client(data: bytes, pos: int) -> tuple[int, int]:
+    """A client id at `pos` (a varuint of 7-8 bytes, the slowest to decode byte by byte), from a table of
+    the ids seen before: an update names its client once a struct, and a chat has few writers at a time."""
+    found = _VARUINT_END(data, pos)
+    if found is None:
+        return _uint(data, pos)  # truncated, or longer than 10 bytes: raises
+    end = found.end()
+    raw = data[pos:end]
+    client = _CLIENTS.get(raw)
+    if client is None:
+        client = _uint(data, pos)[0]
+        if len(_CLIENTS) >= _CLIENTS_KEPT:
+            _CLIENTS.clear()  # a flood of ids: start over rather than grow
+        _CLIENTS[raw] = client
+    return client, end
+
+
+_VARUINT_END = re.compile(rb"[\x80-\xff]{0,9}[\x00-\x7f]").match  # a varuint's bytes, scanned in C
+_CLIENTS: dict[bytes, int] = {}  # a client id's varuint bytes -> its value (non-minimal bytes decode right too)
+_CLIENTS_KEPT = 4096
+
+
 def read_update(update: bytes) -> UpdateShape:
-    """The shape of a Yjs v1 update (raises UpdateError on bytes that are none)."""
+    """The shape of a Yjs v1 update (raises UpdateError on bytes that are none).
+
+    Every remote update passes here, so the common structs are read inline: one-byte varuints, a key or a
+    root name of < 128 bytes, a string's content (a streamed token), an `any` record of short strings (a
+    message's head); what is rarer goes through the readers above."""
     data = update
-    shape = UpdateShape()
-    refs = shape.refs
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    refs: list[Id] = []
+    deletes: list[tuple[int, int, int]] = []
     try:
-        n_clients, pos = _uint(data, 0)
+        n_clients = data[0]
+        pos = 1
+        if n_clients >= 0x80:
+            n_clients, pos = _uint(data, 0)
         for _ in range(n_clients):
-            n_structs, pos = _uint(data, pos)
-            client, pos = _uint(data, pos)
-            clock = data[pos]
-            if clock < 0x80:
+            n_structs = data[pos]
+            if n_structs < 0x80:
                 pos += 1
             else:
-                clock, pos = _uint(data, pos)
-            runs = shape.ranges.setdefault(client, [])
+                n_structs, pos = _uint(data, pos)
+            client, end = _client(data, pos)
+            own, own_size = data[pos:end], end - pos  # its bytes: most references are to its own items
+            clock, pos = _clock(data, end)
+            runs = ranges.get(client)
+            if runs is None:
+                runs = ranges[client] = []
             run_start = clock
             for _ in range(n_structs):
                 info = data[pos]
@@ -211,38 +261,71 @@ def read_update(update: bytes) -> UpdateShape:
                         continue
                 else:
                     if info & HAS_ORIGIN:
-                        c, pos = _uint(data, pos)
-                        k = data[pos]
-                        if k < 0x80:
-                            pos += 1
+                        if data.startswith(own, pos):
+                            c, pos = client, pos + own_size
                         else:
-                            k, pos = _uint(data, pos)
+                            c, pos = _client(data, pos)
+                        k, pos = _clock(data, pos)
                         refs.append((c, k))
                     if info & HAS_RIGHT_ORIGIN:
-                        c, pos = _uint(data, pos)
-                        k, pos = _uint(data, pos)
+                        if data.startswith(own, pos):
+                            c, pos = client, pos + own_size
+                        else:
+                            c, pos = _client(data, pos)
+                        k, pos = _clock(data, pos)
                         refs.append((c, k))
                     if not info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN):  # the parent is written only then
                         by_name = data[pos]
-                        pos += 1
-                        if by_name == 1:
-                            pos = _skip_bytes(data, pos)  # a root type, by name
-                        elif by_name == 0:
-                            c, pos = _uint(data, pos)  # a nested type: the item that holds it
-                            k, pos = _uint(data, pos)
+                        if by_name == 1:  # a root type, by name
+                            n = data[pos + 1]
+                            pos = pos + 2 + n if n < 0x80 else _skip_bytes(data, pos + 1)
+                        elif by_name == 0:  # a nested type: the item that holds it
+                            if data.startswith(own, pos + 1):
+                                c, pos = client, pos + 1 + own_size
+                            else:
+                                c, pos = _client(data, pos + 1)
+                            k, pos = _clock(data, pos)
                             refs.append((c, k))
                         else:
                             raise UpdateError(f"parent info {by_name}")
                         if info & HAS_PARENT_SUB:
-                            pos = _skip_bytes(data, pos)
-                    length, pos = _content(data, pos, kind)
+                            n = data[pos]
+                            pos = pos + 1 + n if n < 0x80 else _skip_bytes(data, pos)
+                    if kind == STRING:
+                        n = data[pos]
+                        if n < 0x80:
+                            begin = pos + 1
+                            pos = begin + n
+                            raw = data[begin:pos]
+                            if raw.isascii() and len(raw) == n:  # one UTF-16 code unit a byte
+                                length = n
+                            else:
+                                length, pos = _content(data, begin - 1, STRING)
+                        else:
+                            length, pos = _content(data, pos, STRING)
+                    elif kind == ANY:
+                        length = data[pos]
+                        if length < 0x80:
+                            pos += 1
+                        else:
+                            length, pos = _uint(data, pos)
+                        for _ in range(length):
+                            pos = _skip_any(data, pos)
+                    elif kind == TYPE and data[pos] < XML_ELEMENT:  # a map, an array, a text: no name
+                        pos += 1
+                        length = 1
+                    else:
+                        length, pos = _content(data, pos, kind)
                 if length <= 0:
                     raise UpdateError("a struct of length 0")
                 clock += length
             if clock > run_start:
                 runs.append((run_start, clock))
             if not runs:
-                del shape.ranges[client]
+                del ranges[client]
+        n_clients = data[pos]
+        if n_clients == 0 and pos + 1 == len(data):  # no delete set: the common case
+            return UpdateShape(ranges, refs, deletes)
         n_clients, pos = _uint(data, pos)
         for _ in range(n_clients):
             client, pos = _uint(data, pos)
@@ -251,13 +334,13 @@ def read_update(update: bytes) -> UpdateShape:
                 start, pos = _uint(data, pos)
                 length, pos = _uint(data, pos)
                 if length:
-                    shape.deletes.append((client, start, start + length))
+                    deletes.append((client, start, start + length))
     except IndexError:
         raise UpdateError("update ends in the middle of a struct") from None
     if pos != len(data):
         raise UpdateError(f"{len(data) - pos} bytes after the end of the update" if pos < len(data) else
                           "update ends in the middle of a value")
-    return shape
+    return UpdateShape(ranges, refs, deletes)
 
 
 def read_state_vector(state: bytes) -> dict[int, int]:
@@ -279,8 +362,21 @@ def missing_cause(shape: UpdateShape, have: dict[int, int]) -> Id | None:
 
     Within the update, a client's ranges extend what the document has when they start at or below it, so
     an item may point at an item of the same update (it usually points at its predecessor)."""
+    ranges = shape.ranges
+    if len(ranges) == 1 and not shape.deletes:  # one sender's structs: what every live update is
+        [(client, runs)] = ranges.items()
+        clock = have.get(client, 0)
+        for start, end in runs:
+            if start > clock:
+                return client, start - 1
+            if end > clock:
+                clock = end
+        for ref in shape.refs:
+            if ref[1] >= (clock if ref[0] == client else have.get(ref[0], 0)):
+                return ref
+        return None
     reach: dict[int, int] = {}  # what the document will have of each client the update carries
-    for client, runs in shape.ranges.items():
+    for client, runs in ranges.items():
         clock = have.get(client, 0)
         for start, end in runs:
             if start > clock:
@@ -310,14 +406,19 @@ class Waiting:
     cause: Id = (0, 0)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Offered:
     """What became of one offered update: `applied` updates were integrated (it and those it released),
-    `waiting` is True when it is held back, `dropped` counts waiting updates evicted to make room."""
+    `waiting` is True when it is held back, `dropped` counts waiting updates evicted to make room.
+    Frozen: the common outcomes are shared instances."""
 
     applied: int = 0
     waiting: bool = False
     dropped: int = 0
+
+
+APPLIED_ONE = Offered(applied=1)  # an update applied, nothing released: almost every update
+WAITS = Offered(waiting=True)
 
 
 class CausalGate:
@@ -375,21 +476,16 @@ class CausalGate:
         update it completes. Raises UpdateError (a ValueError) on bytes that are no v1 update, before
         anything is applied or kept."""
         shape = read_update(update)
-        outcome = Offered()
-        if update in self._by_bytes:  # a duplicate of one already waiting: it waits once
-            outcome.waiting = True
-            return outcome
-        cause = self._missing(shape)
+        if self._by_bytes and update in self._by_bytes:  # a duplicate of one already waiting: it waits once
+            return WAITS
+        cause = missing_cause(shape, self.have)
         if cause is not None:
-            outcome.waiting = True
-            outcome.dropped = self._keep(Waiting(update, shape, origin, source, self._clock(), next(self._serial)), cause)
-            return outcome
+            return Offered(0, True, self._keep(Waiting(update, shape, origin, source, self._clock(), next(self._serial)), cause))
         self._apply(update, shape, origin)
-        outcome.applied = 1 + self._drain(shape)
-        return outcome
-
-    def _missing(self, shape: UpdateShape) -> Id | None:
-        return missing_cause(shape, self.have)
+        if not self._waiting:  # the common case
+            return APPLIED_ONE
+        released = self._wake(list(shape.ranges))
+        return Offered(1 + released) if released else APPLIED_ONE
 
     def _reread(self) -> list[int]:
         """Re-read the document's state vector; return the clients it has more of than `have` said."""
@@ -419,9 +515,6 @@ class CausalGate:
             if end > have.get(client, 0):
                 have[client] = end
 
-    def _drain(self, shape: UpdateShape) -> int:
-        return self._wake(list(shape.ranges)) if self._waiting else 0
-
     def _wake(self, clients: list[int]) -> int:
         """Apply, in causal order, every waiting update whose causes the advance of `clients` completed.
         Each update is looked at once per cause it waited for."""
@@ -438,7 +531,7 @@ class CausalGate:
                 if self._by_bytes.get(w.update) is not w:
                     continue  # dropped meanwhile
                 self.rechecks += 1
-                cause = self._missing(w.shape)
+                cause = missing_cause(w.shape, self.have)
                 if cause is not None:
                     self._index(w, cause)
                     continue

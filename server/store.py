@@ -235,19 +235,7 @@ class UpdateLog:
 
     def history(self, room: str) -> StoredHistory:
         """What the store remembers of `room`: its history base, every archived and logged update, its snapshot."""
-        updates: list[LoggedUpdate] = []
-        for (segment,) in self.db.execute("SELECT segment FROM history WHERE room = ? ORDER BY first_seq", (room,)):
-            updates.extend(decode_segment(segment))
-        after = updates[-1].seq if updates else 0
-        updates.extend(LoggedUpdate(*row) for row in self.db.execute(
-            "SELECT seq, bytes, origin, received FROM updates WHERE room = ? AND seq > ? ORDER BY seq", (room, after)))
-        row = self.db.execute("SELECT state, up_to_seq FROM snapshots WHERE room = ?", (room,)).fetchone()
-        snapshot, base = Snapshot(*row) if row else None, self._base(room)
-        if base is None and snapshot is not None and (not updates or updates[0].seq > 1):
-            # Compacted before the archive existed and not since: history starts at that snapshot.
-            base = HistoryBase(snapshot.state, snapshot.up_to_seq, 0.0)
-            updates = [u for u in updates if u.seq > snapshot.up_to_seq]
-        return StoredHistory(base, updates, snapshot)
+        return stored_history(self.db, room)
 
     def rooms(self) -> list[str]:
         return [row[0] for row in self.db.execute(
@@ -323,6 +311,27 @@ def encode_segment(updates: list[LoggedUpdate]) -> bytes:
     """A history segment: the updates as msgpack, zlib-compressed (Yjs updates of one chat share most of
     their bytes: ids, keys, field names)."""
     return zlib.compress(msgspec.msgpack.encode([tuple(u) for u in updates]), 6)
+
+
+def stored_history(db: sqlite3.Connection, room: str) -> StoredHistory:
+    """What a store (any connection to it, a read-only one too) remembers of `room`, oldest first."""
+    try:
+        row = db.execute("SELECT state, up_to_seq, up_to_received FROM history_base WHERE room = ?", (room,)).fetchone()
+        segments = db.execute("SELECT segment FROM history WHERE room = ? ORDER BY first_seq", (room,)).fetchall()
+    except sqlite3.OperationalError:  # a store from before history was kept, opened read-only (not migrated)
+        row, segments = None, []
+    base = HistoryBase(*row) if row else None
+    updates = [update for (segment,) in segments for update in decode_segment(segment)]
+    after = updates[-1].seq if updates else 0
+    updates.extend(LoggedUpdate(*row) for row in db.execute(
+        "SELECT seq, bytes, origin, received FROM updates WHERE room = ? AND seq > ? ORDER BY seq", (room, after)))
+    row = db.execute("SELECT state, up_to_seq FROM snapshots WHERE room = ?", (room,)).fetchone()
+    snapshot = Snapshot(*row) if row else None
+    if base is None and snapshot is not None and (not updates or updates[0].seq > 1):
+        # Compacted before the archive existed and not since: history starts at that snapshot.
+        base = HistoryBase(snapshot.state, snapshot.up_to_seq, 0.0)
+        updates = [u for u in updates if u.seq > snapshot.up_to_seq]
+    return StoredHistory(base, updates, snapshot)
 
 
 def decode_segment(segment: bytes) -> list[LoggedUpdate]:

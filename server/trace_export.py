@@ -2,9 +2,11 @@
 
 The log keeps every update the server accepted, in the order it applied them, with its origin and receive
 time (server/store.py), so the trace is what the peers really sent, attributed to their connections
-(`conn:<id>:<user>`; the server's own writes under their origin, e.g. `chatdoc.repair`, `file`). A room the
-server compacted starts from its snapshot: the header carries that state and the log seq it covers. The
-log is opened read-only, so this can run beside a live server (SQLite's WAL lets a reader in).
+(`conn:<id>:<user>`; the server's own writes under their origin, e.g. `chatdoc.repair`, `file`). Compaction
+archives what it folds (the `history` table), so a compacted room's trace still starts at its first update;
+only what `--history-days` folded into a base state, or a compaction made before the archive existed, makes
+the trace start late: the header then carries that state and the log seq it covers. The log is opened
+read-only, so this can run beside a live server (SQLite's WAL lets a reader in).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from chatdoc.cli import UnusableInput
 from chatdoc.trace import Trace, TraceEntry, TraceHeader, write_trace
 
 from .paths import STATE_DIR, ChatPaths, PathRefused
-from .store import STORE_FILE
+from .store import STORE_FILE, stored_history
 
 UNKNOWN_ORIGIN = "unknown"  # rows written before the log kept origins
 
@@ -48,22 +50,20 @@ def export(root: Path, room: str) -> Trace:
         raise UnusableInput(f"{room}: not a room of {root} ({exc.reason})") from None
     db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     try:
-        snapshot = db.execute("SELECT state, up_to_seq FROM snapshots WHERE room = ?", (name,)).fetchone()
-        after = snapshot[1] if snapshot else 0
-        rows = db.execute(
-            "SELECT seq, bytes, origin, received FROM updates WHERE room = ? AND seq > ? ORDER BY seq", (name, after)
-        ).fetchall()
+        history = stored_history(db, name)
     finally:
         db.close()
-    if snapshot is None and not rows:
+    start, rows = history.base, history.updates
+    if start is None and not rows:
         raise UnusableInput(f"{room}: the update log holds nothing for this room")
     first = next((received for *_, received in rows if received), 0.0)
     seqs: dict[str, int] = {}
     entries = []
-    for _, update, origin, received in rows:
+    for _, update, origin, received in rows:  # LoggedUpdate
         peer = origin or UNKNOWN_ORIGIN
         seqs[peer] = seqs.get(peer, 0) + 1
         entries.append(TraceEntry(peer, seqs[peer], round(max(0.0, received - first), 6) if received else 0.0, update))
-    header = TraceHeader(room=name, recorded_by="chatdoc trace record", start_state=snapshot[0] if snapshot else None,
-                         starts_after_seq=after, note="from the server's update log")
+    header = TraceHeader(room=name, recorded_by="chatdoc trace record", start_state=start.state if start else None,
+                         starts_after_seq=start.up_to_seq if start else 0, note="from the server's update log and history")
     return Trace(header, entries)
+

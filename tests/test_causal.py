@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -119,6 +118,40 @@ def test_bytes_that_are_no_update_raise_update_error_and_every_truncation_too() 
         with pytest.raises(UpdateError):
             read_update(bad)
     assert isinstance(UpdateError("x"), ValueError)  # callers that catch ValueError keep working
+
+
+def test_client_ids_read_from_the_readers_table_stay_right_past_its_size_and_in_any_encoding() -> None:
+    """read_update keeps the bytes of client ids it has seen (decoding 8-byte varuints is its slowest
+    part) and starts over past a size: every id still reads as itself, a reference to another client
+    whose bytes start like the sender's is that other client, and an id written in more bytes than it
+    needs (lib0 readers accept it) is the same id."""
+    from chatdoc import causal
+
+    base = 2**52
+    for client in range(base, base + causal._CLIENTS_KEPT + 500):  # past the table's size: it starts over
+        update = b"\x01\x01" + _varuint(client) + b"\x00\x04\x01\x01t\x01a\x00"  # "a" at the root text t
+        assert read_update(update).ranges == {client: [(0, 1)]}
+    # Two senders whose ids share every byte but the last: the second's item has the first's as origin.
+    a, b = base + 1, base + 1 + (1 << 49)
+    sender_a, sender_b = Doc(client_id=a), Doc(client_id=b)
+    sender_a.get("t", type=Text).insert(0, "x")
+    sender_b.apply_update(sender_a.get_update())
+    sender_b.get("t", type=Text).insert(1, "y")
+    assert _varuint(a)[:-1] == _varuint(b)[:-1]
+    shape = read_update(sender_b.get_update(sender_a.get_state()))
+    assert shape.ranges == {b: [(0, 1)]} and shape.refs == [(a, 0)]
+    # The sender's id in 3 bytes where one would do, in the header and as its own item's origin.
+    padded = b"\x85\x80\x00"
+    update = b"\x01\x02" + padded + b"\x00\x04\x01\x01t\x01a\x84" + padded + b"\x00\x01b\x00"
+    assert read_update(update).ranges == {5: [(0, 2)]} and read_update(update).refs == [(5, 0)]
+
+
+def _varuint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out) + bytes([n])
 
 
 # -- the gate -------------------------------------------------------------------------------------

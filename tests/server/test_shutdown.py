@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import pytest
 from server_helpers import Subprocess, anyio_backend, chat_dir, eventually, spawn  # noqa: F401 - fixtures
 
