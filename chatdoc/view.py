@@ -94,7 +94,8 @@ class ChatView:
 
     def upsert(self, root: str, record_id: str, fields: dict[str, Any] | None) -> None:
         """Index one record as stored now (`fields` None: the value is not a map at all)."""
-        self.remove(root, record_id)
+        if root != MESSAGES or record_id in self.messages or self.problems:
+            self.remove(root, record_id)  # (a new message, in a view without problems, has nothing to undo)
         problems = _problems(root, record_id, fields, self._valid_ids)
         ok = fields
         if problems:
@@ -110,6 +111,12 @@ class ChatView:
             ok = {f: v for f, v in fields.items() if f not in problems}
         if root == MESSAGES:
             self._add_message(record_id, ok)
+            if not problems:
+                # Its thread and reply ids passed the pattern: the next message of the thread skips it (a
+                # peer that got the document by sync, not by opening it, has none checked in bulk).
+                self._valid_ids.add(ok["thread_id"])
+                if (reply_to := ok.get("reply_to_message_id")) is not None:
+                    self._valid_ids.add(reply_to)
         elif root == THREADS:
             self._add_thread(record_id, ok)
         elif root == THREAD_CONFIGS:
@@ -158,10 +165,12 @@ class ChatView:
     def take_dirty(self) -> tuple[set[str], set[str]]:
         """(messages, threads) to check again; a changed thread record puts all its members in."""
         messages, threads = self.dirty_messages, self.dirty_threads
-        for tid in self.dirty_thread_records:
-            messages.update(self.message_ids(tid))
-            threads.add(tid)
-        self.dirty_messages, self.dirty_threads, self.dirty_thread_records = set(), set(), set()
+        if self.dirty_thread_records:  # (mostly empty: this runs for every update a peer receives)
+            for tid in self.dirty_thread_records:
+                messages.update(self.message_ids(tid))
+                threads.add(tid)
+            self.dirty_thread_records = set()
+        self.dirty_messages, self.dirty_threads = set(), set()
         return messages, threads
 
     # -- reads -------------------------------------------------------------------------------------

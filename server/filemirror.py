@@ -4,7 +4,8 @@
   `file_max_delay_seconds` (5 s) after the first change the file lacks when it never goes quiet, and when
   the room closes: rendered in a worker process (server/renderer.py), then temp file in the same folder,
   fsync, rename over the file, fsync the folder. A reader (or a crash) sees the old file or the new one, never half of one.
-- **Ours or theirs.** Before each rename the file's SHA-256 is noted in the log (`file_writes`). A file
+- **Ours or theirs.** Before each rename the file's SHA-256 is made durable in the log (`file_writes`), in
+  the persister's next group commit. A file
   whose content matches none of the recent fingerprints was written by someone else: it is merged into the
   document by chatfile's field-level import, in transactions with origin `file`, never by rebuilding the
   document (rebuilding duplicated content for years in jupyter-collaboration). A stale file of ours (the
@@ -139,8 +140,9 @@ class FileMirror:
         self.server.metrics.stage_seconds["file_render"].since(started)
         digest = _sha256(data)
         if self.server.log is not None:
-            # Noted before the rename: after a crash in between, the file is still recognised as ours.
-            await self.server.persister.in_thread(self.server.log.note_file_write, room.name, digest)
+            # Durable before the rename (after a crash in between, the file is still recognised as ours), in
+            # the next group commit rather than a transaction and fsync of its own.
+            await self.server.persister.note_file_write(room.name, digest)
         await anyio.to_thread.run_sync(write_atomically, room.file, data)
         self._remember(room, digest, len(data))
         self.server.metrics.file_writes += 1

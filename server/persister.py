@@ -12,6 +12,13 @@ commit that succeeds after failures is logged with the time the storage was unav
 
 With `log=None` (benchmarks only: `--persistence off`) nothing is written and rooms broadcast at once: the
 difference between the two is the price of the durable-before-broadcast guarantee.
+
+File fingerprints ride in the same group commits: the file mirror hands `note_file_write` the SHA-256 of a
+`.chat` file it is about to rename into place and waits until the group that carries it is committed. A
+fingerprint used to take a transaction and an fsync of its own, queued behind the group commits on the one
+connection. Waiting keeps the order that matters: the fingerprint is durable before the rename, so after a
+crash in between the file is still recognised as the server's own. A group that fails does not keep its
+fingerprints: their files are not renamed, and the mirror tries again on a later tick.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
 from .metrics import Metrics
-from .store import RoomWrite, UpdateLog
+from .store import FileFingerprint, RoomWrite, UpdateLog
 
 log = logging.getLogger("chatdoc.server.persister")
 
@@ -49,6 +57,7 @@ class Persister:
         self.failing_since: float | None = None
         self.metrics = metrics
         self._dirty: dict[Durable, None] = {}  # insertion-ordered set
+        self._fingerprints: list[_PendingFingerprint] = []  # waiting for the next group
         self._wake = anyio.Event()
         self._lock = anyio.Lock()  # one group at a time: rooms see their commits in seq order
         self._limiter = anyio.CapacityLimiter(1)  # the SQLite connection is used by one thread at a time
@@ -73,7 +82,8 @@ class Persister:
     async def commit_pending(self) -> None:
         """Commit every room's pending writes (also used to flush a room before it closes, and on shutdown)."""
         async with self._lock:
-            while self._dirty:
+            while self._dirty or self._fingerprints:
+                fingerprints, self._fingerprints = self._fingerprints, []
                 rooms = list(self._dirty)
                 self._dirty.clear()
                 writes: list[tuple[Durable, RoomWrite]] = []
@@ -85,29 +95,50 @@ class Persister:
                         budget -= write.size
                     if room.has_pending():
                         self._dirty[room] = None  # the rest goes in the next group
-                if not writes:
+                if not writes and not fingerprints:
                     return
-                if self.log is not None and not await self._commit([w for _, w in writes]):
+                if self.log is not None and not await self._commit(
+                        [w for _, w in writes], [f.fingerprint for f in fingerprints]):
                     for room, write in writes:
                         room.retry(write)  # nothing is broadcast that is not durable: keep it and try again
                         self._dirty[room] = None
+                    for pending in fingerprints:
+                        pending.settle(durable=False)  # no file is renamed before its fingerprint is durable
                     await anyio.sleep(RETRY_SECONDS)
                     continue
+                for pending in fingerprints:
+                    pending.settle(durable=True)
                 for room, write in writes:
                     room.committed(write)
 
-    async def _commit(self, writes: list[RoomWrite]) -> bool:
+    async def note_file_write(self, room: str, sha256: str) -> None:
+        """Make the fingerprint of a file about to be renamed into place durable, in the next group commit;
+        returns once it is. Raises `NotDurable` if that commit fails: the file is then not renamed, and the
+        mirror tries again on a later tick (it does not wait out a storage outage)."""
+        pending = _PendingFingerprint(FileFingerprint(room, sha256))
+        self._fingerprints.append(pending)
+        if self.running:
+            self._wake.set()  # `run` takes it with every room's pending updates, in the next group
+            await pending.settled.wait()
+        else:
+            await self.commit_pending()  # no `run` (before start, after stop): commit it here
+        if not pending.durable:
+            raise NotDurable(f"{room}: the file's fingerprint could not be written to the log; file not replaced")
+
+    async def _commit(self, writes: list[RoomWrite], fingerprints: list[FileFingerprint]) -> bool:
         started = time.perf_counter()
         try:
             # Shielded: a commit that started must finish and be reported, or a room would never
             # broadcast (or forget) the updates in it.
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.log.commit, writes, limiter=self._limiter)  # type: ignore[union-attr]
+                await anyio.to_thread.run_sync(self.log.commit, writes, fingerprints,  # type: ignore[union-attr]
+                                               limiter=self._limiter)
         except Exception as exc:
             self.failures += 1
             if self.failures == 1:
                 self.failing_since = time.monotonic()
-                log.exception("group commit failed (%d room(s)); clients get nothing until it succeeds", len(writes))
+                log.exception("group commit failed (%d room(s), %d file fingerprint(s)); clients get nothing "
+                              "until it succeeds", len(writes), len(fingerprints))
                 if self.on_failure is not None:
                     self.on_failure(exc)
             else:
@@ -125,5 +156,20 @@ class Persister:
         return True
 
     async def in_thread(self, func, *args):  # type: ignore[no-untyped-def]
-        """Run another use of the log (loads, file fingerprints): one thread at a time uses the connection."""
+        """Run another use of the log (loads, fingerprint lookups): one thread at a time uses the connection."""
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+
+
+class NotDurable(Exception):
+    """The group commit that carried a file's fingerprint failed."""
+
+
+@dataclass
+class _PendingFingerprint:
+    fingerprint: FileFingerprint
+    durable: bool = False
+    settled: anyio.Event = field(default_factory=anyio.Event)
+
+    def settle(self, *, durable: bool) -> None:
+        self.durable = durable
+        self.settled.set()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -88,6 +88,13 @@ class LoggedUpdate(NamedTuple):
 class Snapshot:
     state: bytes
     up_to_seq: int
+
+
+class FileFingerprint(NamedTuple):
+    """The SHA-256 of a `.chat` file the server is about to rename into place."""
+
+    room: str
+    sha256: str
 
 
 @dataclass
@@ -159,9 +166,11 @@ class UpdateLog:
         ).fetchall()
         return StoredRoom(snapshot, [(seq, data) for seq, data in updates])
 
-    def commit(self, writes: list[RoomWrite]) -> None:
-        """One transaction for every room's writes: one fsync for the whole group."""
+    def commit(self, writes: list[RoomWrite], fingerprints: Sequence[FileFingerprint] = ()) -> None:
+        """One transaction for every room's writes and the file fingerprints waiting: one fsync for the group."""
         with self._transaction():
+            for fingerprint in fingerprints:
+                self._note_file_write(fingerprint)
             for write in writes:
                 if write.updates:
                     self.db.executemany(
@@ -274,18 +283,24 @@ class UpdateLog:
 
     def note_file_write(self, room: str, sha256: str) -> None:
         """Remember a file we are about to write (before the rename: a crash in between must not make our own
-        file look like someone else's edit)."""
+        file look like someone else's edit). In a transaction of its own, for `chatdoc restore`; the server adds
+        its fingerprints to its group commits (`commit`)."""
         with self._transaction():
-            self.db.execute(
-                "INSERT OR REPLACE INTO file_writes (room, sha256, written) "
-                "VALUES (?, ?, COALESCE((SELECT MAX(written) FROM file_writes WHERE room = ?), 0) + 1)",
-                (room, sha256, room),
-            )
-            self.db.execute(
-                "DELETE FROM file_writes WHERE room = ? AND written <= "
-                "(SELECT MAX(written) FROM file_writes WHERE room = ?) - ?",
-                (room, room, FILE_FINGERPRINTS_KEPT),
-            )
+            self._note_file_write(FileFingerprint(room, sha256))
+
+    def _note_file_write(self, fingerprint: FileFingerprint) -> None:
+        """Inside the caller's transaction; the last few fingerprints of the room are kept."""
+        room, sha256 = fingerprint
+        self.db.execute(
+            "INSERT OR REPLACE INTO file_writes (room, sha256, written) "
+            "VALUES (?, ?, COALESCE((SELECT MAX(written) FROM file_writes WHERE room = ?), 0) + 1)",
+            (room, sha256, room),
+        )
+        self.db.execute(
+            "DELETE FROM file_writes WHERE room = ? AND written <= "
+            "(SELECT MAX(written) FROM file_writes WHERE room = ?) - ?",
+            (room, room, FILE_FINGERPRINTS_KEPT),
+        )
 
     def wrote_file(self, room: str, sha256: str) -> bool:
         return self.db.execute(

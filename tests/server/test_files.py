@@ -109,3 +109,100 @@ async def test_the_file_is_written_atomically_and_only_when_the_chat_changed(cha
             await anyio.sleep(0.6)  # several debounce periods with no change: no rewrite
             assert served.app.metrics.file_writes == writes
             assert not [p for p in chat_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+async def test_the_fingerprint_is_durable_before_the_rename(
+        chat_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fingerprint of a file is committed in the persister's group commit, which the mirror awaits: at
+    the instant of every rename another connection to the log (what a restart after a crash would read)
+    already finds it. A mirror that only queued it and renamed at once would be caught here."""
+    import hashlib
+    import sqlite3
+
+    from server import filemirror
+
+    store = chat_dir / ".chatdoc" / "store.sqlite"
+    renamed: list[tuple[str, bool]] = []
+    rename = filemirror.write_atomically
+
+    def observed(path: Path, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        other = sqlite3.connect(store)  # sees only what is committed
+        try:
+            durable = other.execute("SELECT 1 FROM file_writes WHERE room = ? AND sha256 = ?",
+                                    (path.name, digest)).fetchone() is not None
+        finally:
+            other.close()
+        renamed.append((path.name, durable))
+        rename(path, data)
+
+    monkeypatch.setattr(filemirror, "write_atomically", observed)
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with served.client("fp.chat", user="alice") as alice, served.client("fp2.chat", user="bob") as bob:
+            await alice.wait_synced()
+            await bob.wait_synced()
+            for i in range(3):  # several writes per room, while the other room's updates are committed too
+                create_thread(alice.chat, sender_id=ALICE, content=f"alice {i}")
+                create_thread(bob.chat, sender_id=BOB, content=f"bob {i}")
+                writes = served.app.metrics.file_writes
+                await eventually(lambda writes=writes: served.app.metrics.file_writes >= writes + 2)
+    assert {name for name, _ in renamed} == {"fp.chat", "fp2.chat"}
+    assert all(durable for _, durable in renamed), renamed
+    # A restart reads the log: the files on disk are the server's own, not outside edits to merge.
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with served.client("fp.chat", user="alice") as alice:
+            await alice.wait_synced()
+            assert sorted(contents(alice.chat)) == ["alice 0", "alice 1", "alice 2"]
+        assert served.app.metrics.external_file_merges == 0
+
+
+async def test_file_fingerprints_take_no_transaction_of_their_own(chat_dir: Path) -> None:
+    """Every transaction on the log is a group commit (counted in `commits`): a file's fingerprint rides in
+    one, with the updates of every room waiting, instead of costing an fsync of its own."""
+    transactions: list[str] = []
+    async with serving(chat_dir) as served:
+        assert served.app is not None and served.app.log is not None
+        served.app.log.db.set_trace_callback(lambda sql: transactions.append(sql) if sql == "COMMIT" else None)
+        rooms = [f"busy{i}.chat" for i in range(4)]
+        async with served.client(rooms[0], user="a") as a, served.client(rooms[1], user="b") as b, \
+                served.client(rooms[2], user="c") as c, served.client(rooms[3], user="d") as d:
+            peers = [a, b, c, d]
+            for peer in peers:
+                await peer.wait_synced()
+            for i in range(3):
+                for n, peer in enumerate(peers):
+                    create_thread(peer.chat, sender_id=ALICE, content=f"room {n}, message {i}")
+                writes = served.app.metrics.file_writes
+                await eventually(lambda writes=writes: served.app.metrics.file_writes >= writes + len(peers))
+    assert served.app.metrics.file_writes >= 12
+    assert len(transactions) == served.app.metrics.commits, (len(transactions), served.app.metrics.commits)
+
+
+async def test_while_the_log_cannot_be_written_the_file_is_not_replaced(chat_dir: Path) -> None:
+    """The group commit carrying a fingerprint fails: that file is not renamed into place (a file renamed
+    without a durable fingerprint would look like an outside edit after a crash), and the room keeps working."""
+    import sqlite3
+
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with served.client("stuck.chat", user="alice") as alice:
+            await alice.wait_synced()
+            create_thread(alice.chat, sender_id=ALICE, content="before")
+            path = chat_dir / "stuck.chat"
+            await eventually(lambda: served.app.metrics.file_writes >= 1)
+            before = path.read_bytes()
+            blocker = sqlite3.connect(chat_dir / ".chatdoc" / "store.sqlite", isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock: every commit fails
+            try:
+                create_thread(alice.chat, sender_id=ALICE, content="while stuck")
+                await eventually(lambda: served.app.persister.failures >= 2, timeout=10)
+                assert path.read_bytes() == before
+                assert served.app.metrics.file_writes == 1
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            create_thread(alice.chat, sender_id=ALICE, content="after")
+            await eventually(lambda: b"after" in path.read_bytes() and b"while stuck" in path.read_bytes())
+        assert served.app.metrics.external_file_merges == 0
