@@ -47,7 +47,7 @@ import anyio
 from pycrdt import Doc, Map
 
 from chatdoc import ChatDoc, create_thread, format_date, new_ulid, reply
-from chatdoc.records import HEAD, MESSAGES, META, THREAD_CONFIGS, THREAD_STATES, THREADS
+from chatdoc.records import HEAD, MESSAGES, META, ROOTS, THREAD_CONFIGS, THREAD_STATES, THREADS
 from server.client import RoomClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ class BareChat:
 
     def __init__(self) -> None:
         self.doc = Doc()
-        self.roots = {name: self.doc.get(name, type=Map) for name in (META, THREADS, THREAD_CONFIGS, MESSAGES, THREAD_STATES)}
+        self.roots = {name: self.doc.get(name, type=Map) for name in ROOTS}
 
     def apply_update(self, update: bytes, origin: str = "remote") -> None:
         with self.doc.transaction(origin=origin):

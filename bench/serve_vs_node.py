@@ -32,7 +32,7 @@ from pathlib import Path
 
 import anyio
 
-from .serve import ROOT, Result, scenario, table, tree_cpu_seconds, tree_rss_kib
+from .serve import ROOT, Result, Server, scenario, table
 
 NODE_DIR = ROOT / "bench" / "out" / "node-server"
 # 0.1.1 is the last release that runs on the published yjs 13 (0.1.5 wants a yjs 14 pre-release).
@@ -50,8 +50,9 @@ def install_node_server() -> None:
     subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR), *NODE_PACKAGES], check=True)
 
 
-class NodeServer:
-    """The Node baseline with bench.serve.Server's methods (url, sample, cpu_seconds, metrics, stop)."""
+class NodeServer(Server):
+    """The Node baseline: only the start (and the missing /metrics) differ from bench.serve.Server, so the
+    measuring (url, sample, cpu_seconds, stop) is the same code for both servers."""
 
     def __init__(self, folder: Path) -> None:
         self.port = _free_port()
@@ -63,24 +64,8 @@ class NodeServer:
             raise RuntimeError(f"the Node server did not start: {line!r}")
         self.peak_rss = 0
 
-    def url(self, room: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/{room}"
-
-    def sample(self) -> None:
-        self.peak_rss = max(self.peak_rss, tree_rss_kib(self.proc.pid))
-
-    def cpu_seconds(self) -> float:
-        return tree_cpu_seconds(self.proc.pid)
-
     def metrics(self) -> str:
-        return ""
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        return ""  # the Node server has no /metrics
 
 
 def _free_port() -> int:

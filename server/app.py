@@ -38,7 +38,7 @@ from .persister import Persister
 from .presence import PresenceLimits
 from .room import Room
 from .store import STORE_FILE, StoredRoom, UpdateLog
-from .webpage import StaticFiles, json_response, list_chats
+from .webpage import Response, StaticFiles, json_response, list_chats
 
 log = logging.getLogger("chatdoc.server")
 
@@ -291,8 +291,7 @@ class ChatServer:
         if self.persister.failures:
             # Accepted, then closed: a browser sees a close code and reason, never an HTTP status.
             self.metrics.connections_refused["storage_unavailable"] += 1
-            await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": CLOSE_STORAGE_UNAVAILABLE, "reason": STORAGE_REASON})
+            await _accept_then_close(send, CLOSE_STORAGE_UNAVAILABLE, STORAGE_REASON)
             return
         self.per_address[address] += 1
         try:
@@ -361,7 +360,7 @@ class ChatServer:
         self.metrics.connections_refused[reason] += 1
         log.warning("refused %s from %s: %s", scope["path"], (scope.get("client") or ("?",))[0], why)
         if "websocket.http.response" in scope.get("extensions", {}):
-            body = (why.split(":")[-1].strip() if reason == "auth" else reason).encode() + b"\n"
+            body = reason.encode() + b"\n"
             await send({"type": "websocket.http.response.start", "status": status,
                         "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
             await send({"type": "websocket.http.response.body", "body": body})
@@ -373,8 +372,7 @@ class ChatServer:
         of a refused handshake, and y-websocket retries one forever; it stops on a 44xx close."""
         self.metrics.connections_refused["auth"] += 1
         log.warning("refused %s from %s: %s", scope["path"], (scope.get("client") or ("?",))[0], why)
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED, "reason": reason[:120]})
+        await _accept_then_close(send, CLOSE_UNAUTHORIZED, reason[:120])
 
     # -- http --------------------------------------------------------------------------------------
 
@@ -400,7 +398,7 @@ class ChatServer:
         else:
             await _respond(send, 404, b"not found: the page is at /, rooms are websockets at /<path of a .chat file>\n")
 
-    async def _chats(self, scope: Scope) -> Any:
+    async def _chats(self, scope: Scope) -> Response:
         """`GET /api/chats`: the chats the token (`Authorization: Bearer T`, or `?token=T`) may open."""
         if self.options.auth:
             headers = dict(scope.get("headers") or [])
@@ -416,16 +414,19 @@ class ChatServer:
         return json_response(200, await anyio.to_thread.run_sync(list_chats, self.paths, grant))
 
 
-async def _send_response(send: Send, response: Any, *, head: bool = False) -> None:
+async def _accept_then_close(send: Send, code: int, reason: str) -> None:
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+async def _send_response(send: Send, response: Response, *, head: bool = False) -> None:
     await send({"type": "http.response.start", "status": response.status,
                 "headers": [*response.headers, (b"content-length", str(len(response.body)).encode())]})
     await send({"type": "http.response.body", "body": b"" if head else response.body})
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await _send_response(send, Response(status, body, [(b"content-type", content_type)]))
 
 
 def _first(query: dict[str, list[str]], key: str) -> str | None:

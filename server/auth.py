@@ -76,10 +76,7 @@ def load_secret(state_dir: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_secret(path)
-    with os.fdopen(fd, "wb") as out:
-        out.write(secrets.token_bytes(32))
-        out.flush()
-        os.fsync(out.fileno())
+    _write_new_secret(fd)
     return path.read_bytes()
 
 
@@ -91,10 +88,7 @@ def rotate_secret(state_dir: Path) -> bytes:
     partial = state_dir / f".{SECRET_FILE}.partial"
     partial.unlink(missing_ok=True)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(secrets.token_bytes(32))
-        out.flush()
-        os.fsync(out.fileno())
+    _write_new_secret(fd)
     os.replace(partial, path)
     return path.read_bytes()
 
@@ -126,6 +120,14 @@ class SigningSecret:
         except OSError:
             return None
         return (info.st_ino, info.st_mtime_ns)
+
+
+def _write_new_secret(fd: int) -> None:
+    """32 random bytes into the new file `fd`, durable before it is used."""
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_bytes(32))
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _make_state_dir(state_dir: Path) -> None:

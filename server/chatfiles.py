@@ -38,9 +38,10 @@ class ChatFiles:
         """"v2", "legacy", "ydoc" (a binary Yjs update, as `chatdoc generate` writes) or "empty"."""
         return chatfile.detect(data)
 
-    def merge(self, chat: ChatDoc, data: bytes, origin: str) -> str:
+    def merge(self, chat: ChatDoc, data: bytes, origin: str, parsed: chatfile.ChatFile | None = None) -> str:
         """Patch `chat` with what the file says; a short description of what was written. A v2 line that
-        cannot be read does not stop the rest: it is kept verbatim in the document's `legacy` map."""
+        cannot be read does not stop the rest: it is kept verbatim in the document's `legacy` map. `parsed`:
+        `salvaged(data)` when the caller has it already (a large file is not parsed twice)."""
         kind = chatfile.detect(data)
         if kind == "empty":
             return "empty file: nothing to merge"
@@ -49,18 +50,19 @@ class ChatFiles:
             return "binary Yjs update applied"
         if kind != "v2":
             raise chatfile.ChatFileError("not a v2 .chat file")
-        parsed = chatfile.parse(data, salvage=True)
+        if parsed is None:
+            parsed = chatfile.parse(data, salvage=True)
         stats = chatfile.import_file(chat, parsed, origin=origin)
         return (f"{stats.records_created} record(s) created, {stats.fields_written} field(s) written"
                 + (f", {len(stats.conflicts)} conflict(s): {', '.join(stats.conflicts[:5])}" if stats.conflicts else "")
                 + "".join(f"; line {u.line} unreadable, kept verbatim in the legacy map: {u.reason}"
                           for u in parsed.unreadable))
 
-    def unreadable(self, data: bytes) -> int:
-        """How many lines of a v2 file cannot be read (0 for anything else)."""
+    def salvaged(self, data: bytes) -> chatfile.ChatFile | None:
+        """A v2 file parsed with the lines that cannot be read kept aside (`.unreadable`); None for any other kind."""
         if chatfile.detect(data) != "v2":
-            return 0
-        return len(chatfile.parse(data, salvage=True).unreadable)
+            return None
+        return chatfile.parse(data, salvage=True)
 
     def migrate(self, file: Path) -> Migrated:
         """Migrate a legacy file in place; the original is kept beside it (`FILE.legacy-backup`)."""

@@ -168,7 +168,8 @@ class FileMirror:
             self._seen[room.name] = Seen(stat.st_mtime_ns, stat.st_size, digest)
             return
         try:
-            if files.unreadable(data) and self._unsettled.get(room.name) != digest:
+            parsed = files.salvaged(data)
+            if parsed is not None and parsed.unreadable and self._unsettled.get(room.name) != digest:
                 # Some lines cannot be read: perhaps a program is still writing the file. Look once more on
                 # the next tick; if it is the same then, its bad lines are kept verbatim and the rest merged.
                 self._unsettled[room.name] = digest
@@ -180,7 +181,7 @@ class FileMirror:
                 log.warning("%s: a legacy file was written over the served chat (kept as %s); merging its migration",
                             room.name, backup)
                 data = files.migrated(data, room.file.name)
-            changed = room.apply_local(FILE_ORIGIN, lambda chat: files.merge(chat, data, FILE_ORIGIN))
+            changed = room.apply_local(FILE_ORIGIN, lambda chat: files.merge(chat, data, FILE_ORIGIN, parsed))
         except files.errors as exc:
             # A half-written file from an editor, or garbage: keep serving, look again when it changes.
             log.warning("%s: the file was changed but cannot be read (%s); not merged", room.name, exc)

@@ -36,7 +36,7 @@ from chatdoc.redact import Redactor
 
 from .paths import STATE_DIR, ChatPaths, PathRefused
 from .serve import served_root, serving_url
-from .store import STORE_FILE, HistoryBase, LoggedUpdate, RoomWrite, StoredHistory, UpdateLog
+from .store import STORE_FILE, LoggedUpdate, RoomWrite, StoredHistory, UpdateLog
 
 RESTORE_USER = "chatdoc-restore"
 RESTORE_WAIT_SECONDS = 30.0
@@ -241,7 +241,7 @@ def run_restore(args: argparse.Namespace) -> int:
             written = anyio.run(_restore_through_server, stored, url, records)
             how = f"through the server at {url}"
         else:
-            written = _restore_directly(stored, history, records)
+            written = _restore_directly(stored, records)
             how = "into the store and the file (no server is running)"
     finally:
         stored.log.close()
@@ -279,14 +279,13 @@ async def _restore_through_server(stored: StoredChat, url: str, records: list[ch
     return written
 
 
-def _restore_directly(stored: StoredChat, history: StoredHistory, records: list[chatfile.FileRecord]) -> int:
+def _restore_directly(stored: StoredChat, records: list[chatfile.FileRecord]) -> int:
     """No server runs: append the restoring update to the log (the next server loads it) and write the file."""
-    chat = chat_at(_current_only(history))
+    chat, seq = _current(stored)
     made: list[bytes] = []
     subscription = chat.doc.observe(lambda event: made.append(event.update))
     written = _written(restore_records(chat, records))
     chat.doc.unobserve(subscription)
-    seq = history.updates[-1].seq if history.updates else (history.snapshot.up_to_seq if history.snapshot else 0)
     now = time.time()
     stored.log.commit([RoomWrite(stored.room, [LoggedUpdate(seq + i + 1, update, RESTORE_ORIGIN, now)
                                                for i, update in enumerate(made)])])
@@ -294,12 +293,14 @@ def _restore_directly(stored: StoredChat, history: StoredHistory, records: list[
     return written
 
 
-def _current_only(history: StoredHistory) -> StoredHistory:
-    """The room as a server would load it: its snapshot and the updates after it."""
-    if history.snapshot is None:
-        return history
-    after = [u for u in history.updates if u.seq > history.snapshot.up_to_seq]
-    return StoredHistory(HistoryBase(history.snapshot.state, history.snapshot.up_to_seq, 0.0), after, history.snapshot)
+def _current(stored: StoredChat) -> tuple[ChatDoc, int]:
+    """The room as a server loads it (its snapshot and the updates after it; the archive is not read), and
+    the seq of its last update."""
+    current = stored.log.load(stored.room)
+    run = Replay(current.snapshot.state if current.snapshot else None, watch=False)
+    for _, update in current.updates:
+        run.apply(update)
+    return ChatDoc(run.doc), current.last_seq
 
 
 def _write_file(stored: StoredChat, chat: ChatDoc) -> None:
@@ -325,14 +326,14 @@ def run_purge(args: argparse.Namespace) -> int:
         if serving_url(stored.root) is not None:
             raise UnusableInput(f"{args.path}: a server is serving {stored.root}; stop it first (a served room holds "
                                 "the text in memory and would write it back)")
-        message = chat_at(_current_only(stored.history())).message(message_id)
+        message = _current(stored)[0].message(message_id)
         if message is None or not message.deleted:
             raise UnusableInput(f"{args.path}: message {message_id} is not soft-deleted (or not there); delete it "
                                 "first: a purge removes the text of a deleted message only")
         redactor = Redactor(message_id)
         changed = stored.log.rewrite(stored.room, redactor.redact)
         if stored.file.exists():
-            _write_file(stored, chat_at(_current_only(stored.history())))
+            _write_file(stored, _current(stored)[0])
     finally:
         stored.log.close()
     print(f"{args.path}: the text of message {message_id} was blanked in {changed} stored update(s) "

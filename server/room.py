@@ -344,7 +344,7 @@ class Room:
     def take_write(self, budget: int) -> RoomWrite | None:
         """The persister takes what this room applied since its last group, oldest first, up to `budget` bytes
         (at least one update), and a snapshot when due and nothing is left behind."""
-        if not self._pending and not self._want_snapshot:
+        if not self.has_pending():
             return None
         taken = size = 0
         while taken < len(self._pending) and (taken == 0 or size + len(self._pending[taken].update) <= budget):

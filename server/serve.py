@@ -273,9 +273,7 @@ def run_token(args: argparse.Namespace) -> int:
             raise ServeError("--rotate without a file needs --dir DIR, the served folder")
         if not args.dir.is_dir():
             raise ServeError(f"{args.dir}: not a folder; give the served folder")
-        rotate_secret(args.dir.resolve() / STATE_DIR)
-        print(f"chatdoc token: new secret in {args.dir.resolve() / STATE_DIR}: every earlier token is refused from now on",
-              file=sys.stderr)
+        _rotate(args.dir.resolve() / STATE_DIR)
         return 0
     if args.path.is_dir():
         return _folder_token(args)
@@ -286,11 +284,15 @@ def run_token(args: argparse.Namespace) -> int:
     except PathRefused as exc:
         raise ServeError(f"{args.path}: cannot be served from {root} ({exc.reason})") from None
     if args.rotate:
-        rotate_secret(root / STATE_DIR)
-        print(f"chatdoc token: new secret in {root / STATE_DIR}: every earlier token is refused from now on", file=sys.stderr)
+        _rotate(root / STATE_DIR)
     secret = load_secret(root / STATE_DIR)
     print(mint(secret, room.name, args.mode, ttl=args.ttl, user=args.user))
     return 0
+
+
+def _rotate(state_dir: Path) -> None:
+    rotate_secret(state_dir)
+    print(f"chatdoc token: new secret in {state_dir}: every earlier token is refused from now on", file=sys.stderr)
 
 
 def _folder_token(args: argparse.Namespace) -> int:

@@ -3,12 +3,11 @@
 //   npm run build --prefix web              # into server/static
 //   node web/build.mjs --outdir DIR         # elsewhere (the test that the shipped bundle is what this builds)
 //
-// esbuild bundles src/page/main.js (or, before the page exists, the library alone) into app-<hash>.js and
-// app-<hash>.css; index.html is web/index.html with `/static/app.js` and `/static/app.css` rewritten to the
+// esbuild bundles src/page/main.js into app-<hash>.js and app-<hash>.css; index.html is web/index.html with `/static/app.js` and `/static/app.css` rewritten to the
 // hashed names, so the server can serve the bundle as immutable and only index.html as no-cache. The output
 // is a function of the sources and the pinned esbuild: no paths of the build machine, no dates.
 import { build } from 'esbuild'
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -17,8 +16,7 @@ const argv = process.argv.slice(2)
 const at = argv.indexOf('--outdir')
 const outdir = resolve(at >= 0 ? argv[at + 1] : join(here, '..', 'server', 'static'))
 
-const page = join(here, 'src', 'page', 'main.js')
-const entry = existsSync(page) ? page : join(here, 'src', 'lib', 'index.js')
+const entry = join(here, 'src', 'page', 'main.js')
 
 mkdirSync(outdir, { recursive: true })
 for (const name of readdirSync(outdir)) {
@@ -44,10 +42,7 @@ const result = await build({
 const outputs = Object.keys(result.metafile.outputs).map((p) => basename(p))
 const js = outputs.find((n) => n.endsWith('.js'))
 const css = outputs.find((n) => n.endsWith('.css'))
-const template = join(here, 'index.html')
-let html = existsSync(template)
-  ? readFileSync(template, 'utf8')
-  : '<!doctype html>\n<html><head><meta charset="utf-8"><title>chatdoc</title>\n<link rel="stylesheet" href="/static/app.css">\n<script type="module" src="/static/app.js"></script></head><body></body></html>\n'
+let html = readFileSync(join(here, 'index.html'), 'utf8')
 html = html.replaceAll('/static/app.js', `/static/${js}`)
 html = css ? html.replaceAll('/static/app.css', `/static/${css}`) : html.replace(/<link[^>]*href="\/static\/app\.css"[^>]*>\n?/g, '')
 writeFileSync(join(outdir, 'index.html'), html)

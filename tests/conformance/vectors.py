@@ -31,12 +31,11 @@ from chatdoc.operations import (
     patch_thread_config,
     reply,
 )
-from chatdoc.records import THREAD_CONFIGS, THREAD_STATES, THREADS, MESSAGES, META
+from chatdoc.records import META, ROOTS
 from chatdoc.turns import request_interrupt
 
 HERE = Path(__file__).parent
 FILES = ("operations.json", "damaged.json")
-DUMPED = (META, THREADS, THREAD_CONFIGS, MESSAGES, THREAD_STATES)
 
 
 def cases() -> list[tuple[str, dict[str, Any]]]:
@@ -74,7 +73,7 @@ def _inner(value: Any) -> Any:
 def dump(doc: Doc) -> dict[str, Any]:
     """The record roots in the vectors' notation (integral floats as integers: Yjs stores doubles)."""
     out = {}
-    for root in DUMPED:
+    for root in ROOTS:
         records = doc.get(root, type=Map)
         out[root] = {k: _dump_record(v) if root != META else _plain(v) for k, v in records.items()}
     return out

@@ -23,8 +23,10 @@ import anyio
 import pytest
 import uvicorn
 from conftest import require_node
+from pycrdt import Map
 
-from chatdoc import ChatDoc, create_thread
+from chatdoc import ChatDoc, create_thread, new_ulid
+from chatdoc.records import HEAD, MESSAGES
 from server.app import ChatServer, Limits, ServerOptions
 from server.auth import load_secret, mint
 from server.client import RoomClient
@@ -238,3 +240,14 @@ async def shared_thread(creator: RoomClient, other: RoomClient, sender_id: str, 
     thread_id, root_id = create_thread(creator.chat, sender_id=sender_id, content=content)
     await eventually(lambda: other.chat.thread(thread_id) is not None)
     return thread_id, root_id
+
+
+def write_reply_to_reply(chat: ChatDoc, thread_id: str, sender_id: str, reply_to: str) -> str:
+    """A careless client's reply to a reply (the legacy corruption), written bypassing chatdoc's operations so
+    the server has something to repair: the new message's id."""
+    bad = new_ulid()
+    with chat.doc.transaction(origin="careless client"):
+        chat.roots[MESSAGES][bad] = Map({HEAD: {"thread_id": thread_id, "sender_id": sender_id,
+                                                "date": "2026-01-10T12:00:05.000Z", "body": "nested",
+                                                "reply_to_message_id": reply_to}})
+    return bad

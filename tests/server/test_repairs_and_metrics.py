@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn are fixtures
-    anyio_backend, chat_dir, eventually, http_get, serving, two_clients,
+    anyio_backend, chat_dir, eventually, http_get, serving, two_clients, write_reply_to_reply,
 )
 from pycrdt import Map
 
@@ -29,11 +29,7 @@ async def test_damage_is_attributed_repaired_for_everyone_and_reported(chat_dir:
             await eventually(lambda: mallory.chat.message(first) is not None)
 
             # Mallory's client writes a reply to a reply (the legacy corruption), bypassing chatdoc's operations.
-            bad = new_ulid()
-            with mallory.chat.doc.transaction(origin="careless client"):
-                mallory.chat.roots[MESSAGES][bad] = Map({HEAD: {"thread_id": thread_id, "sender_id": "mallory",
-                                                               "date": "2026-01-10T12:00:05.000Z", "body": "nested",
-                                                               "reply_to_message_id": first}})
+            bad = write_reply_to_reply(mallory.chat, thread_id, "mallory", first)
             # The server repairs it, and the repair reaches both clients.
             for client in (alice, mallory):
                 await eventually(lambda c=client: (m := c.chat.message(bad)) is not None and m.reply_to_message_id == root_id)

@@ -9,14 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from server_helpers import FAST, anyio_backend, chat_dir, eventually, serving, two_clients  # noqa: F401 - fixtures
-from pycrdt import Map
+from server_helpers import (  # noqa: F401 - anyio_backend and chat_dir are fixtures
+    FAST, anyio_backend, chat_dir, eventually, serving, shared_thread, two_clients, write_reply_to_reply,
+)
 from websockets.asyncio.client import connect
 
 from bench.replay import interleaved, read_digest, recorded, run_engine, typed_read
-from chatdoc import create_thread, new_ulid, reply
+from chatdoc import create_thread, reply
 from chatdoc.integrity import DIAGNOSTICS
-from chatdoc.records import HEAD, MESSAGES
 from chatdoc.trace import SERVER_PEER, read_trace
 from server import protocol
 from server.cli import main as cli_main
@@ -35,19 +35,14 @@ async def test_a_recorded_trace_replays_to_the_same_document_in_two_orders(chat_
     traces = tmp_path / "traces"
     async with serving(chat_dir, record_trace=traces) as served:
         async with two_clients(served, "r.chat", "alice", "bob") as (alice, bob):
-            thread_id, root_id = create_thread(alice.chat, sender_id="alice", content="root")
-            await eventually(lambda: bob.chat.thread(thread_id) is not None)
+            thread_id, root_id = await shared_thread(alice, bob, "alice", "root")
             for i in range(5):  # both write at once
                 reply(alice.chat, thread_id, sender_id="alice", content=f"a{i}")
                 reply(bob.chat, thread_id, sender_id="bob", content=f"b{i}")
             first = reply(alice.chat, thread_id, sender_id="alice", content="first")
             await eventually(lambda: bob.chat.message(first) is not None)
             # Bob's client writes a reply to a reply (bypassing chatdoc's operations); the server repairs it.
-            bad = new_ulid()
-            with bob.chat.doc.transaction(origin="careless client"):
-                bob.chat.roots[MESSAGES][bad] = Map({HEAD: {"thread_id": thread_id, "sender_id": "bob",
-                                                           "date": "2026-01-10T12:00:05.000Z", "body": "nested",
-                                                           "reply_to_message_id": first}})
+            bad = write_reply_to_reply(bob.chat, thread_id, "bob", first)
             await eventually(lambda: (m := alice.chat.message(bad)) is not None and m.reply_to_message_id == root_id)
             await eventually(lambda: alice.chat.get_state() == bob.chat.get_state())
             final = typed_read(alice.chat.doc)
@@ -96,8 +91,7 @@ async def test_trace_record_exports_a_room_from_the_update_log_even_after_compac
     limits = replace(FAST, compact_every=6)
     async with serving(chat_dir, limits) as served:
         async with two_clients(served, "sub.chat", "alice", "bob") as (alice, bob):
-            thread_id, _ = create_thread(alice.chat, sender_id="alice", content="root")
-            await eventually(lambda: bob.chat.thread(thread_id) is not None)
+            thread_id, _ = await shared_thread(alice, bob, "alice", "root")
             for i in range(12):
                 reply(alice.chat if i % 2 else bob.chat, thread_id, sender_id="x", content=f"m{i}")
             room = served.app.rooms["sub.chat"]  # type: ignore[union-attr]

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 from server_helpers import (  # noqa: F401 - anyio_backend and chat_dir are fixtures
-    anyio_backend, chat_dir, eventually, serving, two_clients,
+    anyio_backend, chat_dir, eventually, serving, two_clients, write_reply_to_reply,
 )
-from pycrdt import Map
 
-from chatdoc import REPAIR_ORIGIN, create_thread, new_ulid, reply
-from chatdoc.records import HEAD, MESSAGES
+from chatdoc import REPAIR_ORIGIN, create_thread, reply
 from server.store import LoggedUpdate, RoomWrite, UpdateLog
 
 pytestmark = pytest.mark.anyio
@@ -34,11 +32,7 @@ async def test_each_logged_update_names_its_connection_or_the_server_and_its_tim
             first = reply(alice.chat, thread_id, sender_id="alice", content="first")
             await eventually(lambda: mallory.chat.message(first) is not None)
             # A reply to a reply: the server repairs it in a transaction of its own.
-            bad = new_ulid()
-            with mallory.chat.doc.transaction():
-                mallory.chat.roots[MESSAGES][bad] = Map({HEAD: {"thread_id": thread_id, "sender_id": "mallory",
-                                                               "date": "2026-01-10T12:00:05.000Z", "body": "nested",
-                                                               "reply_to_message_id": first}})
+            bad = write_reply_to_reply(mallory.chat, thread_id, "mallory", first)
             await eventually(lambda: (m := alice.chat.message(bad)) is not None and m.reply_to_message_id == root_id)
             room = served.app.rooms["o.chat"]
             await eventually(lambda: room.durable_seq == room.applied_seq)

@@ -21,6 +21,7 @@ from web_helpers import (  # noqa: F401 - anyio_backend and browser are fixtures
     messages_shown,
     no_page_errors,
     open_page,
+    rename_thread,
     send,
     start_thread,
     wait_for_text,
@@ -123,9 +124,7 @@ async def test_thread_settings_and_fork_from_the_page(browser, chat_dir: Path) -
         await send(page, "second message")
         await send(page, "third message")
         await wait_for_text(page, "third message")
-        await page.click(".rename-button")
-        await page.fill(".rename-input", "Renamed")
-        await page.press(".rename-input", "Enter")
+        await rename_thread(page, "Renamed")
         await page.click(".pin-button")
         await page.eval_on_selector(".colour-input", "el => { el.value = '#ff0000'; el.dispatchEvent(new Event('change', {bubbles: true})) }")
         await eventually(lambda: (c := carol.chat.thread_config(first)).name == "Renamed" and c.pin and c.thread_color == "#ff0000",
@@ -270,9 +269,7 @@ async def test_an_offline_browser_keeps_editing_and_everything_merges(browser, c
         await page.wait_for_selector(".connection.offline")
         await send(page, "typed in the tunnel")
         await send(page, "and another one")
-        await page.click(".rename-button")
-        await page.fill(".rename-input", "Tunnel talk")
-        await page.press(".rename-input", "Enter")
+        await rename_thread(page, "Tunnel talk")
         await page.wait_for_selector('.connection.offline[data-pending="yes"]')
         reply(carol.chat, thread_id, sender_id="carol", content="carol, meanwhile")
         await anyio.sleep(0.5)
@@ -303,9 +300,7 @@ async def test_two_browsers_offline_at_once_edit_the_same_things_and_converge(br
             await page.context.set_offline(True)
             await page.wait_for_selector(".connection.offline")
         for page, who in zip(pages, ("alice", "bob")):
-            await page.click(".rename-button")
-            await page.fill(".rename-input", f"named by {who}")
-            await page.press(".rename-input", "Enter")
+            await rename_thread(page, f"named by {who}")
             for i in range(3):
                 await send(page, f"{who} offline {i}")
             await page.click(".pin-button")

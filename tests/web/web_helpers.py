@@ -100,6 +100,13 @@ async def send(page: Any, text: str) -> None:
     await page.press(".composer-input", "Enter")
 
 
+async def rename_thread(page: Any, name: str) -> None:
+    """Rename the open thread from its header."""
+    await page.click(".rename-button")
+    await page.fill(".rename-input", name)
+    await page.press(".rename-input", "Enter")
+
+
 def no_page_errors(*pages: Any) -> None:
     for page in pages:
         assert not page.errors, f"the page threw: {page.errors}"

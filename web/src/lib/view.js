@@ -51,7 +51,6 @@ export class ChatView {
     this.roots = Object.fromEntries(RECORD_ROOTS.map((name) => [name, doc.getMap(name)]))
     // Per root: id -> {fields (the good ones), problems, quarantined}. Rebuilt per touched record.
     this.rows = Object.fromEntries(RECORD_ROOTS.map((name) => [name, new Map()]))
-    this._version = 0 // bumps on every change: what lazily computed reads compare against
     this._cache = new Map() // whole-document reads (thread order, the integrity summary): dropped on any change
     // Per thread: its message ids (a Set), their order (kept until a member joins, leaves or moves) and its
     // checks (kept until a record of the thread changes), so an agent streaming into a 10,000-message
@@ -59,25 +58,13 @@ export class ChatView {
     this._members = new Map()
     this._orders = new Map()
     this._checks = new Map()
-    this._listeners = new Set()
     // List items (Y.Array or Y.Text content) a peer wrote straight into a record root, which is a map: no
     // reader sees them; they are counted as the root's own problem, `root:<list items>`, as chatdoc does.
     this._stray = Object.fromEntries(RECORD_ROOTS.map((name) => [name, strayItems(this.roots[name])]))
     for (const name of RECORD_ROOTS) {
       this.roots[name].forEach((_, id) => this._index(name, id))
-      this.roots[name].observeDeep((events, txn) => this._changed(name, events, txn))
+      this.roots[name].observeDeep((events) => this._changed(name, events))
     }
-  }
-
-  /** Call `fn(view)` after every change to the records (returns an unsubscribe function). */
-  onChange (fn) {
-    this._listeners.add(fn)
-    return () => this._listeners.delete(fn)
-  }
-
-  /** Bumps on every change of the records: a page can memoise its reads on it. */
-  get version () {
-    return this._version
   }
 
   _changed (root, events) {
@@ -90,9 +77,7 @@ export class ChatView {
       if (id === null) this._stray[root] = strayItems(this.roots[root]) // a list item: it has no key
       else this._index(root, id)
     }
-    this._version++
     this._cache.clear()
-    for (const fn of this._listeners) fn(this)
   }
 
   _index (root, id) {

@@ -13,10 +13,6 @@ export function takeToken (location = window.location, history = window.history,
   return storage.getItem(KEY)
 }
 
-export function forgetToken (storage = window.sessionStorage) {
-  storage.removeItem(KEY)
-}
-
 // The chats the token may open: {chats: [{room, ...}], user, mode}; a refusal throws the server's reason.
 export async function listChats (token) {
   let response
