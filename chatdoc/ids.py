@@ -45,11 +45,20 @@ _PAIR_SHIFTS = tuple(range(120, -1, -10))  # 13 pairs = 26 characters = 130 bits
 
 
 def is_ulid(value: object) -> bool:
-    return isinstance(value, str) and _ULID_RE.match(value) is not None
+    return isinstance(value, str) and _ULID_FULL(value) is not None
 
 
 def is_date(value: object) -> bool:
-    return isinstance(value, str) and _DATE_RE.match(value) is not None
+    # Every digit folded to "0", then compared with the one form: less than half the time of the pattern
+    # (every message a peer receives is checked). tests/test_ids.py checks that both say the same.
+    return (isinstance(value, str) and len(value) == 24 and value.isascii()
+            and value.encode().translate(_DIGITS_TO_ZERO) == _DATE_FORM)
+
+
+# The patterns without their anchors, matched whole (a little cheaper than `match` of the anchored ones).
+_ULID_FULL = re.compile(ULID_PATTERN[1:-2]).fullmatch
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
+_DATE_FORM = b"0000-00-00T00:00:00.000Z"
 
 
 # Checking many ids or dates at once (opening a document checks 100,000 of each): joined and encoded, they

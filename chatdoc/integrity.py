@@ -127,18 +127,35 @@ class Invariants:
 
     def check(self, messages: set[str], threads: set[str]) -> bool:
         """Check these messages and threads. Returns whether any violation is present now."""
+        view = self.view
         # Most of the document (opening it, a full check): find same-moment messages in one pass per
         # thread rather than one lookup per message.
-        whole = len(messages) > _WHOLE and 2 * len(messages) > len(self.view.messages)
-        if whole:
-            self.found[DUPLICATE_DATE_ROWS] = self.view.all_same_moments()
+        if len(messages) > _WHOLE and 2 * len(messages) > len(view.messages):
+            self.found[DUPLICATE_DATE_ROWS] = view.all_same_moments()
+            self._check_messages(messages)
         else:
+            # Same moment, orphan and reply target in one loop per message (`_check_rows` inlined): this
+            # runs for every update a peer receives.
+            found = self.found
+            duplicates, orphans, bad_targets = found[DUPLICATE_DATE_ROWS], found[ORPHAN_MESSAGES], found[INVALID_REPLY_TARGETS]
+            rows, records = view.messages, view.threads
             for mid in messages:
-                self._check_same_moment(mid)
-        self._check_messages(messages)
+                duplicates.discard(mid)
+                orphans.discard(mid)
+                bad_targets.discard(mid)
+                row = rows.get(mid)
+                if row is None:
+                    continue
+                if len(same := view.same_moment(mid)) > 1:
+                    duplicates.update(same)
+                thread = records.get(row.thread_id)
+                if thread is None:
+                    orphans.add(mid)
+                elif row.reply_to is not None and row.reply_to != thread.root_message_id:
+                    bad_targets.add(mid)
         for tid in threads:
             self._check_thread(tid)
-        return any(self.found.values()) or bool(self.view.problems)
+        return any(self.found.values()) or bool(view.problems)
 
     def check_all(self) -> bool:
         """Check every record of the view from scratch (opening a document, a full check), without
@@ -172,12 +189,6 @@ class Invariants:
         offenders[INVALID_RECORDS] = {f"{root}:{rid}" for root, rid in self.view.problems}
         offenders[DESTRUCTIVE_WRITES] = self.guard.offenders() if self.guard is not None else set()
         return offenders
-
-    def _check_same_moment(self, mid: str) -> None:
-        duplicates = self.found[DUPLICATE_DATE_ROWS]
-        duplicates.discard(mid)
-        if mid in self.view.messages and len(same := self.view.same_moment(mid)) > 1:
-            duplicates.update(same)
 
     def _check_messages(self, messages: set[str]) -> None:
         """Orphans and reply targets of these messages (see `check_all` for all of them)."""

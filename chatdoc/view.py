@@ -300,7 +300,8 @@ class ChatView:
         if reply_to is not None:
             reply_to = intern(reply_to, reply_to)
         date = f["date"]
-        if not f.keys() <= HEAD_FIELDS and ("acp_prompt_message_id" in f or "acp_claimed_by" in f):
+        agent = not f.keys() <= HEAD_FIELDS and ("acp_prompt_message_id" in f or "acp_claimed_by" in f)
+        if agent:
             self.agent_replies.setdefault(tid, set()).add(mid)
         self.messages[mid] = MessageRow(
             mid, tid, sender, date, reply_to,
@@ -317,10 +318,21 @@ class ChatView:
             self.unsorted.add(tid)
         else:
             insort(order, key)
+        self.dirty_messages.add(mid)
         if reply_to is None:
             self.roots_by_thread.setdefault(tid, set()).add(mid)
-        self.dirty_messages.add(mid)
-        self.dirty_threads.add(tid)
+            self.dirty_threads.add(tid)
+        elif agent or self._named_by_thread(mid, tid):
+            self.dirty_threads.add(tid)
+        # Else a plain reply, new (a changed one was unindexed first, which marks its thread): the thread's
+        # invariants read its roots, its root's row, its agent replies and its active reply, and this is
+        # none of them. Most received messages are such replies; the thread is not checked again for them.
+
+    def _named_by_thread(self, mid: str, tid: str) -> bool:
+        """Whether the thread's record names `mid` as its root, or its state as the active reply."""
+        thread, state = self.threads.get(tid), self.states.get(tid)
+        return (thread is not None and thread.root_message_id == mid) or (
+            state is not None and state.active_message_id == mid)
 
     def _unindex_message(self, row: MessageRow) -> None:
         tid = row.thread_id

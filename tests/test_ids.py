@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatdoc.ids import all_dates, all_ulids, derived_ulid, format_date, is_date, is_ulid, new_ulid
+from chatdoc.ids import (
+    DATE_PATTERN,
+    ULID_PATTERN,
+    all_dates,
+    all_ulids,
+    derived_ulid,
+    format_date,
+    is_date,
+    is_ulid,
+    new_ulid,
+)
 
 ULID_TEXT = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 DATE_TEXT = "0123456789-T:.Z"
@@ -56,3 +68,12 @@ def test_a_trailing_newline_is_not_part_of_an_id_or_a_date() -> None:
     assert not is_ulid(new_ulid() + "\n") and not all_ulids([new_ulid() + "\n"])
     assert not is_date(format_date(0) + "\n") and not all_dates([format_date(0) + "\n"])
     assert is_ulid(new_ulid()) and is_date(format_date(0))
+
+
+@settings(max_examples=1000)
+@given(st.one_of(near(ulids, ULID_TEXT), near(dates, DATE_TEXT), st.text(max_size=30)))
+def test_the_per_value_checks_say_what_the_schema_patterns_say(value: str) -> None:
+    """`is_ulid` and `is_date` are written for speed (every received message is checked); the patterns
+    in ids.py (the JSON schema's, msgspec's) are the definition."""
+    assert is_ulid(value) == (re.match(ULID_PATTERN, value) is not None)
+    assert is_date(value) == (re.match(DATE_PATTERN, value) is not None)
