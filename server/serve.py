@@ -302,6 +302,8 @@ def _folder_token(args: argparse.Namespace) -> int:
     if not folder.is_relative_to(root):
         raise ServeError(f"{args.path}: not inside the served folder {root}")
     relative = folder.relative_to(root).as_posix()
+    if args.rotate:  # before minting: a token made with the secret being replaced would be refused at once
+        _rotate(root / STATE_DIR)
     secret = load_secret(root / STATE_DIR)
     print(mint(secret, "" if relative == "." else relative, args.mode, ttl=args.ttl, user=args.user, scope="folder"))
     return 0

@@ -18,7 +18,7 @@ from server_helpers import (  # noqa: F401 - anyio_backend, chat_dir and spawn a
 )
 from test_security import refused
 
-from server.auth import AuthRefused, load_secret, mint, verify
+from server.auth import AuthRefused, decode, load_secret, mint, verify
 from server.logs import redact_tokens_in_logs
 
 pytestmark = pytest.mark.anyio
@@ -110,6 +110,14 @@ def test_rotate_and_mint_at_once_and_arguments_that_cannot_be_used(chat_dir: Pat
     after = load_secret(chat_dir / ".chatdoc")
     assert after != before
     assert verify(after, done.stdout.strip(), "a.chat").mode == "read"
+    # A folder token too is minted with the new secret, not the one being replaced.
+    folder = chatdoc("token", chat_dir, "--write", "--rotate")
+    assert folder.returncode == 0, folder.stderr
+    newest = load_secret(chat_dir / ".chatdoc")
+    assert newest != after
+    assert decode(newest, folder.stdout.strip()).can_write
+    with pytest.raises(AuthRefused):
+        decode(after, folder.stdout.strip())
     for args in (("token",), ("token", "--rotate"), ("token", chat_dir / "a.chat")):
         refused_args = chatdoc(*args)
         assert refused_args.returncode == 2 and "chatdoc token:" in refused_args.stderr, args
