@@ -11,6 +11,8 @@ Two parts:
   into what the gate needs: per client, the clock ranges whose structs it carries, every id it refers to
   (an item's origin, right origin, parent given by id) and its delete set. The content of items is skipped,
   but read exactly: a struct's length is its content's length (a string counts UTF-16 code units).
+  `read_update_py` is the reader, in Python, and the reference; `chatdoc._yread` (C, built at install when
+  a compiler is there) is a fast path that reads the same or declines, and `read_update` uses it first.
 - `CausalGate` applies an update when every clock range it carries starts at or below what the document
   has for that client (overlap is fine: applying is idempotent), and every id it refers to and every range
   it deletes is in the document or in the update itself. Otherwise the update waits, indexed by the
@@ -27,6 +29,7 @@ applies around it calls `refresh()`.
 from __future__ import annotations
 
 import heapq
+import os
 import re
 import time
 from collections import deque
@@ -219,8 +222,8 @@ _CLIENTS: dict[bytes, int] = {}  # a client id's varuint bytes -> its value (non
 _CLIENTS_KEPT = 4096
 
 
-def read_update(update: bytes) -> UpdateShape:
-    """The shape of a Yjs v1 update (raises UpdateError on bytes that are none).
+def read_update_py(update: bytes) -> UpdateShape:
+    """The shape of a Yjs v1 update (raises UpdateError on bytes that are none): the reference reader.
 
     Every remote update passes here, so the common structs are read inline: one-byte varuints, a key or a
     root name of < 128 bytes, a string's content (a streamed token), an `any` record of short strings (a
@@ -341,6 +344,30 @@ def read_update(update: bytes) -> UpdateShape:
         raise UpdateError(f"{len(data) - pos} bytes after the end of the update" if pos < len(data) else
                           "update ends in the middle of a value")
     return UpdateShape(ranges, refs, deletes)
+
+
+# The C fast path (chatdoc/_yread.c): it returns what read_update_py returns, as a tuple, or None for any
+# input it does not read fully and certainly (malformed, truncated or unusual bytes), which the Python reader
+# then reads or rejects with its precise message. Bare pycrdt applies a one-message reply in about 33k
+# instructions; read_update_py reads it in about 42k, the C reader in a few thousand (bench/README.md).
+# CHATDOC_PURE_PYTHON=1 leaves it out (tests/test_causal_native.py fails when it is missing otherwise).
+_native_read: Callable[[bytes], tuple[Any, Any, Any] | None] | None = None
+if os.environ.get("CHATDOC_PURE_PYTHON") != "1":
+    try:
+        from chatdoc._yread import read_update as _native_read
+    except ImportError:  # installed without a C compiler: the Python reader does it all
+        pass
+NATIVE_READER: bool = _native_read is not None  # whether read_update reads with the C fast path
+
+
+def _read_update_native(update: bytes) -> UpdateShape:
+    """The shape of a Yjs v1 update (raises UpdateError on bytes that are none): read by the C reader, or
+    by read_update_py when the C reader declines."""
+    parts = _native_read(update)  # type: ignore[misc]  # only called when there is one
+    return read_update_py(update) if parts is None else UpdateShape(*parts)
+
+
+read_update = _read_update_native if NATIVE_READER else read_update_py
 
 
 def read_state_vector(state: bytes) -> dict[int, int]:
