@@ -349,7 +349,7 @@ def read_update_py(update: bytes) -> UpdateShape:
 # The C fast path (chatdoc/_yread.c): it returns what read_update_py returns, as a tuple, or None for any
 # input it does not read fully and certainly (malformed, truncated or unusual bytes), which the Python reader
 # then reads or rejects with its precise message. Bare pycrdt applies a one-message reply in about 33k
-# instructions; read_update_py reads it in about 42k, the C reader in a few thousand (bench/README.md).
+# instructions; read_update_py reads it in about 42k, the C reader in about 4.4k (bench/README.md).
 # CHATDOC_PURE_PYTHON=1 leaves it out (tests/test_causal_native.py fails when it is missing otherwise).
 _native_read: Callable[[bytes], tuple[Any, Any, Any] | None] | None = None
 if os.environ.get("CHATDOC_PURE_PYTHON") != "1":
