@@ -3,7 +3,7 @@ which is the reference: on every update the other tests read, on random pycrdt h
 and hostile bytes, the C reader returns exactly the Python reader's shape, or None (then read_update asks the
 Python reader); whenever the Python reader raises UpdateError, the C reader returns None, never a shape.
 
-The C reader is built at install (setup.py) and optional, but never silently missing: without it the first
+The C reader is built at install (pyproject.toml) and optional, but never silently missing: without it the first
 test fails unless CHATDOC_PURE_PYTHON=1 says the pure-Python reader is intended."""
 
 from __future__ import annotations

@@ -270,3 +270,29 @@ def test_derived_ulids_are_the_same_on_every_machine_and_differ_by_identity() ->
     assert derived_ulid(at, "legacy", 1) != derived_ulid(at, "legacy", 2)
     assert derived_ulid(at, "legacy", 9) < derived_ulid(at + 1, "legacy", 1)
     assert is_ulid(derived_ulid(at, "x"))
+
+
+class _Str(str):
+    """A str subclass: what no pycrdt read gives, but a caller may pass."""
+
+
+_head_values = st.one_of(
+    st.sampled_from([TID, MID, DATE, "alice", "hi", "", "not-an-id", "2026-01-10T12:00:00Z", None, 5, 1.5, True,
+                     [], {}, _Str(TID), _Str(DATE), _Str("alice")]),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=2000)
+@given(st.dictionaries(st.sampled_from(sorted(HEAD_FIELDS)), _head_values))
+def test_a_head_is_judged_as_the_strict_schema_judges_it(head: dict[str, object]) -> None:
+    """The check every received message goes through (`record_is_valid` of a message sent whole, written
+    for speed) says what decoding the record strictly says."""
+    from chatdoc.records import _STRICT_RECORD
+
+    try:
+        _STRICT_RECORD[MESSAGES](head)
+        strict = True
+    except msgspec.ValidationError:
+        strict = False
+    assert record_is_valid(MESSAGES, head) == strict
