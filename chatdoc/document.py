@@ -498,11 +498,16 @@ def _on_events(chat_ref: weakref.ref[ChatDoc], root: str, root_map: Any, events:
                         if judge:
                             guard.record_deleted(root, rid)  # type: ignore[union-attr]
                         view.remove(root, rid)
-                    elif guard is not None:
-                        replaced = judge and change["action"] == "update"
-                        view.upsert(root, rid, guard.record_written(tx, root, rid, change["newValue"], replaced))
                     else:
-                        view.upsert(root, rid, ystore.read_record(tx, root, change["newValue"], text=False))
+                        if guard is not None:
+                            replaced = judge and change["action"] == "update"
+                            fields = guard.record_written(tx, root, rid, change["newValue"], replaced)
+                        else:
+                            fields = ystore.read_record(tx, root, change["newValue"], text=False)
+                        if root == MESSAGES:
+                            view.add_message(rid, fields)  # most often a new message sent whole
+                        else:
+                            view.upsert(root, rid, fields)
             elif root == MESSAGES and len(path) > 1 and path[1] == "body":
                 # Text streamed into a body: nothing the view or the invariants depend on; the shadow follows.
                 if guard is not None:

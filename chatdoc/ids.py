@@ -45,7 +45,7 @@ _PAIR_SHIFTS = tuple(range(120, -1, -10))  # 13 pairs = 26 characters = 130 bits
 
 
 def is_ulid(value: object) -> bool:
-    return isinstance(value, str) and _ULID_FULL(value) is not None
+    return isinstance(value, str) and match_ulid(value) is not None
 
 
 def is_date(value: object) -> bool:
@@ -56,7 +56,7 @@ def is_date(value: object) -> bool:
 
 
 # The patterns without their anchors, matched whole (a little cheaper than `match` of the anchored ones).
-_ULID_FULL = re.compile(ULID_PATTERN[1:-2]).fullmatch
+match_ulid = re.compile(ULID_PATTERN[1:-2]).fullmatch  # for a str known to be one: is_ulid without its type check
 _DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
 _DATE_FORM = b"0000-00-00T00:00:00.000Z"
 

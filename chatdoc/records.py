@@ -386,7 +386,7 @@ def record_is_valid(root: str, fields: dict[str, Any], known_ids: set[str] | fro
     msgspec call. False sends the record down the field-by-field path (`field_problem`), which says
     what is wrong. `known_ids`: ids already found to be ULIDs (a thread's id repeats in every message)."""
     if root == MESSAGES and fields.keys() <= HEAD_FIELDS:
-        return _sent_is_valid(fields, known_ids)  # a message sent whole: nothing but its head
+        return sent_is_valid(fields, known_ids)  # a message sent whole: nothing but its head
     plain = fields
     extra = fields.keys() - FIELDS_OF_ROOT[root]
     if extra:
@@ -452,7 +452,7 @@ _SentHead = msgspec.defstruct(
 )
 
 
-def _sent_is_valid(head: dict[str, Any], known_ids: set[str] | frozenset[str]) -> bool:
+def sent_is_valid(head: dict[str, Any], known_ids: set[str] | frozenset[str]) -> bool:
     """`record_is_valid` of a message holding nothing but a head: a small struct and the patterns."""
     thread_id, reply_to, date = head.get("thread_id"), head.get("reply_to_message_id"), head.get("date")
     # `_SentHead`'s types, checked by hand first: a third of the time of `msgspec.convert`, and every

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .ids import all_ulids, is_ulid
+from .ids import all_ulids, is_ulid, match_ulid
 from .records import (
     HEAD_FIELDS,
     MESSAGES,
@@ -21,6 +21,7 @@ from .records import (
     THREAD_CONFIGS,
     THREAD_STATES,
     THREADS,
+    sent_is_valid,
     field_problem,
     record_is_valid,
     valid_heads,
@@ -112,11 +113,7 @@ class ChatView:
         if root == MESSAGES:
             self._add_message(record_id, ok)
             if not problems:
-                # Its thread and reply ids passed the pattern: the next message of the thread skips it (a
-                # peer that got the document by sync, not by opening it, has none checked in bulk).
-                self._valid_ids.add(ok["thread_id"])
-                if (reply_to := ok.get("reply_to_message_id")) is not None:
-                    self._valid_ids.add(reply_to)
+                self._remember_valid(ok)
         elif root == THREADS:
             self._add_thread(record_id, ok)
         elif root == THREAD_CONFIGS:
@@ -291,22 +288,42 @@ class ChatView:
         self.dirty_messages.update(mids)
         self.dirty_threads.update(unsorted)
 
+    def add_message(self, mid: str, fields: dict[str, Any] | None) -> None:
+        """`upsert` of a message. One new to the view that holds nothing but a valid head, what nearly every
+        update a peer receives carries, is indexed straight away; anything else goes through `upsert`,
+        which undoes what the view held and names each problem."""
+        if fields is None or mid in self.messages or self.problems or not (
+                fields.keys() <= HEAD_FIELDS and match_ulid(mid) and sent_is_valid(fields, self._valid_ids)):
+            self.upsert(MESSAGES, mid, fields)
+            return
+        self._index_message(mid, fields["thread_id"], fields["sender_id"], fields["date"],
+                            fields.get("reply_to_message_id"), False, False, False, False)
+        self._remember_valid(fields)
+
+    def _remember_valid(self, fields: dict[str, Any]) -> None:
+        # Its thread and reply ids passed the pattern: the next message of the thread skips it (a peer
+        # that got the document by sync, not by opening it, has none checked in bulk).
+        self._valid_ids.add(fields["thread_id"])
+        if (reply_to := fields.get("reply_to_message_id")) is not None:
+            self._valid_ids.add(reply_to)
+
     def _add_message(self, mid: str, f: dict[str, Any], *, bulk: bool = False) -> None:
+        agent = not f.keys() <= HEAD_FIELDS and ("acp_prompt_message_id" in f or "acp_claimed_by" in f)
+        self._index_message(mid, f["thread_id"], f["sender_id"], f["date"], f.get("reply_to_message_id"),
+                            bool(f.get("generating")), bool(f.get("acp_interrupted")), f.get("deleted_at") is not None,
+                            agent, bulk=bulk)
+
+    def _index_message(self, mid: str, tid: str, sender: str, date: str, reply_to: str | None, generating: bool,
+                       interrupted: bool, deleted: bool, agent: bool, *, bulk: bool = False) -> None:
         # Ids and senders repeat across a thread: one string object each, not one per message.
         intern = self._strings.setdefault
-        tid = intern(f["thread_id"], f["thread_id"])
-        sender = intern(f["sender_id"], f["sender_id"])
-        reply_to = f.get("reply_to_message_id")
+        tid = intern(tid, tid)
+        sender = intern(sender, sender)
         if reply_to is not None:
             reply_to = intern(reply_to, reply_to)
-        date = f["date"]
-        agent = not f.keys() <= HEAD_FIELDS and ("acp_prompt_message_id" in f or "acp_claimed_by" in f)
         if agent:
             self.agent_replies.setdefault(tid, set()).add(mid)
-        self.messages[mid] = MessageRow(
-            mid, tid, sender, date, reply_to,
-            bool(f.get("generating")), bool(f.get("acp_interrupted")), f.get("deleted_at") is not None,
-        )
+        self.messages[mid] = MessageRow(mid, tid, sender, date, reply_to, generating, interrupted, deleted)
         key = (date, mid)
         order = self.by_thread.get(tid)
         if order is None:
