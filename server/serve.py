@@ -224,9 +224,7 @@ def announced(root: Path, host: str, port: int) -> Iterator[None]:
     (a served room's document is in the server's memory: a write to the store behind its back would be lost)."""
     marker = root / STATE_DIR / SERVING_FILE
     marker.parent.mkdir(mode=0o700, exist_ok=True)
-    reachable = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    marker.write_text(json.dumps({"url": f"ws://{'[' + reachable + ']' if ':' in reachable else reachable}:{port}",
-                                  "pid": os.getpid()}))
+    marker.write_text(json.dumps({"url": f"ws://{reachable(host)}:{port}", "pid": os.getpid()}))
     try:
         yield
     finally:
@@ -246,10 +244,16 @@ def serving_url(root: Path) -> str | None:
 URL_TTL = 30 * 24 * 3600  # the printed link works for a month of serving; restart for a new one
 
 
+def reachable(host: str) -> str:
+    """The listening address as a URL's host that this machine can connect to: an address that listens on
+    every interface is reached on loopback (IPv4 for 0.0.0.0, IPv6 for ::); IPv6 goes in brackets."""
+    address = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    return f"[{address}]" if ":" in address else address
+
+
 def page_url(options: ServerOptions, host: str, port: int) -> str:
     """`http://HOST:PORT/?token=T` with a write token for the whole served folder (no token with --no-auth)."""
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if host == "::" or ":" in host else host
-    base = f"http://{shown}:{port}/"
+    base = f"http://{reachable(host)}:{port}/"
     if not options.auth:
         return base
     token = mint(load_secret(options.root / STATE_DIR), "", "write", ttl=URL_TTL, user=_login(), scope="folder")

@@ -146,3 +146,20 @@ async def test_the_server_refuses_a_token_with_junk_after_its_signature(chat_dir
             assert (await refused(served.url("j.chat"), forged))[0] == 4401, forged
         async with served.client("j.chat", token=good) as ok:
             await ok.wait_synced()
+
+
+def test_the_page_address_and_the_served_marker_name_the_same_reachable_host(tmp_path: Path) -> None:
+    """`chatdoc serve --host ::` listens everywhere; the address it prints and the one `chatdoc restore`
+    finds in `.chatdoc/serving.json` are both the loopback a browser or a peer on this machine can reach."""
+    import json
+
+    from server.app import ServerOptions
+    from server.serve import STATE_DIR, SERVING_FILE, announced, page_url
+
+    options = ServerOptions(root=tmp_path, auth=False)
+    for host, expected in (("::", "[::1]"), ("0.0.0.0", "127.0.0.1"), ("", "127.0.0.1"), ("127.0.0.1", "127.0.0.1"),
+                           ("::1", "[::1]"), ("fe80::1", "[fe80::1]"), ("example.test", "example.test")):
+        with announced(tmp_path, host, 8765):
+            marker = json.loads((tmp_path / STATE_DIR / SERVING_FILE).read_text())
+        assert marker["url"] == f"ws://{expected}:8765", host
+        assert page_url(options, host, 8765) == f"http://{expected}:8765/", host
