@@ -84,7 +84,7 @@ async def one_run(args: argparse.Namespace, node_first: bool) -> tuple[Result, R
         if which == "node":
             results[which] = await scenario(name, "node (memory)", launch=NodeServer, **common)  # type: ignore[arg-type]
         else:
-            results[which] = await scenario(name, "on", **common)  # type: ignore[arg-type]
+            results[which] = await scenario(name, args.persistence, **common)  # type: ignore[arg-type]
     return results["chatdoc"], results["node"]
 
 
@@ -95,7 +95,7 @@ def report(runs: list[tuple[Result, Result]], loads: list[tuple[float, float]]) 
         for r in (ours, node):
             ratio = (f"{ours.p50_ms / node.p50_ms:.2f} | {ours.p99_ms / node.p99_ms:.2f}" if r is ours and node.p50_ms
                      else " | ")
-            label = "chatdoc (durable)" if r is ours else "Node @y/websocket-server (memory)"
+            label = ("chatdoc (durable)" if ours.persistence == "on" else "chatdoc (persistence OFF)") if r is ours else "Node @y/websocket-server (memory)"
             lines.append(f"| {i} | {before:.1f} / {after:.1f} | {label} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | "
                          f"{r.lost} | {r.server_rss_mib:.0f} | {r.server_cpu_s:.1f} | {ratio} |")
     p50 = statistics.median(o.p50_ms / n.p50_ms for o, n in runs)
@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per server per run (default 30)")
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--per-room", type=int, default=10)
+    parser.add_argument("--persistence", choices=("on", "off"), default="on",
+                        help="chatdoc's persistence (default on; off only to measure what durability costs)")
     parser.add_argument("--json", type=Path, help="also write every result here")
     args = parser.parse_args()
     install_node_server()

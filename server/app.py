@@ -138,6 +138,7 @@ class ChatServer:
                 await self.stop()
                 tg.cancel_scope.cancel()
         finally:
+            self.persister.close()  # its thread first: nothing uses the log after this
             if self.log is not None:
                 try:
                     self.log.close()

@@ -4,6 +4,16 @@ Rooms never await a client: they put messages in its outbox and move on. The con
 drains the outbox into the websocket. A client that reads slower than its room writes sees its outbox
 grow; past `max_outbox_bytes` it is disconnected (close code 1013, "try again later"), so one stalled
 reader can neither hold up the room nor make the server's memory grow without bound.
+
+**Written at once when nothing waits.** A message for a connection whose outbox is empty and that has
+no send in flight is handed to the websocket right away, in the caller (the room's broadcast), instead of
+waking the connection's task: a broadcast to N clients used to cost N task wake-ups, one event-loop turn
+each, before the last client had its bytes (the outbox_wait stage, bench/README.md). The ASGI `send`
+coroutine is stepped once by hand: uvicorn's returns without suspending while its transport is writable
+(it only awaits its `writable` event, which is set), so the frame is in the socket before `send()`
+returns. If it does suspend (the transport's buffer is full: a slow reader), the started coroutine is
+handed to the connection's task, which finishes it before anything else; later messages queue in the
+outbox behind it, bounded as before.
 """
 
 from __future__ import annotations
@@ -59,6 +69,9 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self._sending: anyio.CancelScope | None = None
+        self._send: Send | None = None  # the websocket's ASGI send, once drain() runs
+        self._unfinished: _Unfinished | None = None  # a send started in send() that had to wait
+        self._failed: BaseException | None = None  # what a send started in send() raised: drain() raises it
 
     def __repr__(self) -> str:
         return f"<connection {self.origin} from {self.address}>"
@@ -78,8 +91,27 @@ class Connection:
             self._outbox_bytes = 0
             self.close(CLOSE_TRY_LATER, "too slow")
             return
+        if not self._outbox and self._send is not None and self._sending is None and self._unfinished is None:
+            self._send_now(self._send, message)
+            return
         self._outbox.append((message, time.perf_counter_ns()))
         self._outbox_bytes += len(message)
+        self._ready.set()
+
+    def _send_now(self, send: Send, message: bytes) -> None:
+        """Hand `message` to the websocket here, without a task switch (the module's docstring says when)."""
+        self.metrics.stage_seconds["outbox_wait"].observe(0.0)  # it never waited in the outbox
+        coro = send({"type": "websocket.send", "bytes": message})
+        try:
+            waiting_for = coro.send(None)
+        except StopIteration:
+            self.metrics.bytes_out += len(message)
+            return
+        except BaseException as exc:  # the client is gone: the connection's task ends the connection with it
+            self._failed, self._send = exc, None
+            self._ready.set()
+            return
+        self._unfinished = _Unfinished(coro, waiting_for, len(message))
         self._ready.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -95,19 +127,52 @@ class Connection:
 
     async def drain(self, send: Send) -> None:
         """Run by the connection's handler; returns once the close frame is out (or could not be sent)."""
+        self._send = send
         while True:
             await self._ready.wait()
             self._ready = anyio.Event()
-            while self._outbox and not self.closing:
-                message, queued_ns = self._outbox.popleft()
-                self._outbox_bytes -= len(message)
-                self.metrics.stage_seconds["outbox_wait"].since(queued_ns)
+            if self._failed is not None:
+                raise self._failed
+            while (self._unfinished is not None or self._outbox) and not self.closing:
                 with anyio.CancelScope() as self._sending:
-                    await send({"type": "websocket.send", "bytes": message})
-                    self.metrics.bytes_out += len(message)
+                    if self._unfinished is not None:
+                        # Before anything queued after it: the frames leave in the order they were sent.
+                        unfinished = self._unfinished
+                        await unfinished
+                        self._unfinished = None
+                        self.metrics.bytes_out += unfinished.size
+                    else:
+                        message, queued_ns = self._outbox.popleft()
+                        self._outbox_bytes -= len(message)
+                        self.metrics.stage_seconds["outbox_wait"].since(queued_ns)
+                        await send({"type": "websocket.send", "bytes": message})
+                        self.metrics.bytes_out += len(message)
                 self._sending = None
             if self.closing:
+                self._send = None
                 self._outbox.clear()
                 with anyio.move_on_after(CLOSE_SEND_TIMEOUT):
                     await send({"type": "websocket.close", "code": self.close_code, "reason": self.close_reason})
+                return
+
+
+class _Unfinished:
+    """A send coroutine started outside any task that stopped at an await (a full transport buffer). Awaited
+    by the connection's task, it hands that task what the coroutine waits for, then resumes the coroutine
+    with whatever the task sends or throws in (its wake-up, or a cancellation), until it returns."""
+
+    def __init__(self, coro: Any, waiting_for: Any, size: int) -> None:
+        self.coro, self.waiting_for, self.size = coro, waiting_for, size
+
+    def __await__(self) -> Any:
+        pending = self.waiting_for
+        while True:
+            thrown: BaseException | None = None
+            try:
+                value = yield pending
+            except BaseException as exc:
+                thrown = exc
+            try:
+                pending = self.coro.send(value) if thrown is None else self.coro.throw(thrown)
+            except StopIteration:
                 return

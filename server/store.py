@@ -23,8 +23,9 @@ Retention (`chatdoc serve --history-days N`; default: forever): at compaction, s
 is older than N days are folded into the room's `history_base` (a garbage-collected state, so what was
 deleted before it is gone) and dropped.
 
-One `UpdateLog` is used from one thread at a time (the persister's limiter guarantees it); the connection is
-opened with `check_same_thread=False` because that thread is a worker of anyio's pool, not a fixed one.
+One `UpdateLog` is used from one thread at a time (the server's persister runs every use in its own thread);
+the connection is opened with `check_same_thread=False` because it is opened, and closed, in another thread
+(the event loop's) than the one that uses it.
 """
 
 from __future__ import annotations
