@@ -63,6 +63,9 @@ class Limits:
     tick_seconds: float = 0.25  # how often a room looks at its file and its compaction
     file_debounce_seconds: float = 1.0  # the .chat file is written once the room was this long quiet...
     file_max_delay_seconds: float = 5.0  # ...or this long after the first change it lacks
+    # At most this share of the time goes to writing .chat files (rendering, fingerprint, write), across all
+    # rooms: with many busy rooms each file is written less often (server/filemirror.py).
+    file_render_share: float = 0.25
     max_commit_bytes: int = 8 * 1024 * 1024  # of updates per group commit: a backlog is committed in chunks
     compact_every: int = 1000  # updates in the log before a room writes a snapshot over them
     report_seconds: float = 60.0  # the periodic integrity log line
@@ -161,6 +164,7 @@ class ChatServer:
         self.persister.log = self.log
         await tg.start(self.persister.run)
         tg.start_soon(self._report_integrity)
+        tg.start_soon(self.mirror.run)
         tg.start_soon(watch_loop_lag, self.metrics.loop_lag_seconds, self.metrics.gc_pause_seconds)
         self.ready = True
         log.info("serving %s (auth %s)", self.paths.root, "on" if self.options.auth else "OFF")

@@ -137,3 +137,22 @@ async def test_an_idle_room_is_flushed_closed_and_reopened_intact(chat_dir: Path
         async with served.client("idle.chat", "read", user="bob") as bob:
             await bob.wait_synced()
             assert [m.content for m in bob.chat.messages(thread_id)] == ["root", "last words"]
+
+
+async def test_the_log_is_used_by_one_thread_of_the_server_which_ends_with_it(chat_dir: Path) -> None:
+    import threading
+
+    def log_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "chatdoc-log"]
+
+    async with serving(chat_dir) as served:
+        assert served.app is not None and served.app.log is not None
+        async with two_clients(served, "t.chat", "alice", "bob") as (alice, bob):
+            thread_id, _ = create_thread(alice.chat, sender_id="alice", content="root")
+            sent = [reply(alice.chat, thread_id, sender_id="alice", content=f"m{i}") for i in range(5)]
+            await eventually(lambda: all(bob.chat.message(m) is not None for m in sent))
+            # Commits and lookups alike ran in one long-lived thread (not one of anyio's pool per use).
+            (thread,) = log_threads()
+            ran_in = await served.app.persister.in_thread(threading.current_thread)
+            assert ran_in is thread and served.app.metrics.commits >= 1
+    assert not thread.is_alive() and not log_threads()

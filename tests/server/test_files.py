@@ -206,3 +206,27 @@ async def test_while_the_log_cannot_be_written_the_file_is_not_replaced(chat_dir
             create_thread(alice.chat, sender_id=ALICE, content="after")
             await eventually(lambda: b"after" in path.read_bytes() and b"while stuck" in path.read_bytes())
         assert served.app.metrics.external_file_merges == 0
+
+
+async def test_file_writes_share_one_budget_busy_rooms_wait_their_turn_and_closing_writes_them(chat_dir: Path) -> None:
+    # A budget so small that after the first render the mirror pauses for minutes: the second room's file,
+    # due as soon as the first's, must wait its turn (without the budget both were written within a tick).
+    from dataclasses import replace
+
+    from server_helpers import FAST
+    limits = replace(FAST, file_render_share=1e-4)
+    async with serving(chat_dir, limits) as served:
+        assert served.app is not None
+        async with served.client("a.chat", user="alice") as a, served.client("b.chat", user="bob") as b:
+            await a.wait_synced()
+            await b.wait_synced()
+            create_thread(a.chat, sender_id=ALICE, content="in a")
+            create_thread(b.chat, sender_id=BOB, content="in b")
+            files = [chat_dir / "a.chat", chat_dir / "b.chat"]
+            written = lambda: [f.exists() and b"in " in f.read_bytes() for f in files]  # noqa: E731
+            await eventually(lambda: any(written()), what="the first room's file")
+            await anyio.sleep(1.5)  # many ticks (50 ms) and debounces (0.2 s) later
+            assert written().count(True) == 1, "the second file was written outside the budget"
+            assert served.app.metrics.stage_seconds["file_wait"].observed == 1
+    # Closing the rooms (the server stops) writes every file that is behind, outside the budget.
+    assert b"in a" in files[0].read_bytes() and b"in b" in files[1].read_bytes()
