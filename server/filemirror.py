@@ -99,7 +99,7 @@ class FileMirror:
             backup = await anyio.to_thread.run_sync(files.backup, room.file, data)
             log.warning("%s: holds a binary Yjs update; it is loaded and the file will be rewritten as v2 (original kept as %s)",
                         room.name, backup)
-        digest = _sha256(data)
+        digest = await anyio.to_thread.run_sync(_sha256, data)  # hashlib lets the loop run meanwhile
         ours = (not first_load) and await self._wrote(room, digest)
         if not ours:
             changed = room.apply_local(FILE_ORIGIN, lambda chat: files.merge(chat, data, FILE_ORIGIN))
@@ -107,8 +107,10 @@ class FileMirror:
                 self.server.metrics.external_file_merges += 1
                 log.warning("%s: the file was edited while the server was away; merged (%s)", room.name, changed)
         self._remember(room, digest, len(data))
-        if await run_in_process(files.render_state, room.chat.get_update()) != data:
-            room.mark_file_behind()  # the server stopped before its last write, or the file was not v2
+        # Is the file current (the server may have stopped before its last write, or the file was not v2)?
+        # Answered by rendering the document, later, in the render queue: not while a client waits for the
+        # room to open (a 100k-message room renders for seconds). A render equal to the file writes nothing.
+        room.mark_file_behind()
 
     async def tick(self, room: Room) -> None:
         if self.files is None:
@@ -175,6 +177,9 @@ class FileMirror:
         data = await run_in_process(self.files.render_state, room.chat.get_update())
         self.server.metrics.stage_seconds["file_render"].since(started)
         digest = _sha256(data)
+        seen = self._seen.get(room.name)
+        if seen is not None and seen.sha256 == digest and _unchanged(room.file, seen):
+            return  # the file already says exactly this
         if self.server.log is not None:
             # Durable before the rename (after a crash in between, the file is still recognised as ours), in
             # the next group commit rather than a transaction and fsync of its own.
@@ -259,6 +264,14 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def _unchanged(file: Path, seen: Seen) -> bool:
+    try:
+        stat = os.stat(file)
+    except FileNotFoundError:
+        return False
+    return (stat.st_mtime_ns, stat.st_size) == (seen.mtime_ns, seen.size)
 
 
 def _sha256(data: bytes) -> str:

@@ -112,18 +112,16 @@ class Room:
 
     async def open(self, stored: StoredRoom) -> None:
         """Load what the log holds, then bring in the file (first open, outside edit, or migration)."""
-        doc = Doc()
-        if stored.snapshot is not None:
-            doc.apply_update(stored.snapshot.state)
-            self.size_estimate = len(stored.snapshot.state)
-        for _, update in stored.updates:
-            doc.apply_update(update)
-            self.size_estimate += len(update)
+        # In a thread: a 100k-message room takes over a second to load (pycrdt decoding the state, then
+        # the view indexing every record), and the loop must keep relaying the other rooms meanwhile. The
+        # thread holds the GIL in slices of the switch interval (5 ms), so the loop runs between them.
+        self.chat = await anyio.to_thread.run_sync(self._load, stored)
+        doc = self.chat.doc
+        self.size_estimate = (len(stored.snapshot.state) if stored.snapshot else 0) + sum(len(u) for _, u in stored.updates)
         self.applied_seq = self.durable_seq = stored.last_seq
         self.updates_since_snapshot = len(stored.updates)
         if self.server.options.record_trace is not None:
             self.recorder = _open_trace(self.server.options.record_trace, self.name, doc, stored)
-        self.chat = ChatDoc(doc, repair=True, schedule=self._schedule_repair)
         self.chat.gate.max_waiting_bytes = self.limits.max_waiting_bytes
         self.chat.gate.max_wait_seconds = self.limits.max_wait_seconds
         self.chat.on_restore(self._restored)
@@ -133,6 +131,14 @@ class Room:
         self._run_due_repairs()
         self.state = "open"
         self.opened.set()
+
+    def _load(self, stored: StoredRoom) -> ChatDoc:
+        doc = Doc()
+        if stored.snapshot is not None:
+            doc.apply_update(stored.snapshot.state)
+        for _, update in stored.updates:
+            doc.apply_update(update)
+        return ChatDoc(doc, repair=True, schedule=self._schedule_repair)
 
     async def close(self) -> None:
         """Flush the full state (a snapshot covering every update) and the file, then forget the room."""

@@ -230,3 +230,23 @@ async def test_file_writes_share_one_budget_busy_rooms_wait_their_turn_and_closi
             assert served.app.metrics.stage_seconds["file_wait"].observed == 1
     # Closing the rooms (the server stops) writes every file that is behind, outside the budget.
     assert b"in a" in files[0].read_bytes() and b"in b" in files[1].read_bytes()
+
+
+async def test_a_room_opens_without_rendering_its_file_and_a_current_file_is_not_rewritten(chat_dir: Path) -> None:
+    # Whether the file is current is answered later, in the render queue: a client of a big room does not
+    # wait for a whole-document render before it gets the room. An unchanged render writes nothing.
+    async with serving(chat_dir) as served:
+        async with served.client("o.chat", user="alice") as alice:
+            await alice.wait_synced()
+            create_thread(alice.chat, sender_id=ALICE, content="kept")
+    file = chat_dir / "o.chat"
+    written = file.stat().st_mtime_ns
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with served.client("o.chat", user="bob") as bob:
+            await bob.wait_synced()
+            assert served.app.metrics.stage_seconds["file_render"].observed == 0  # the open rendered nothing
+            await eventually(lambda: served.app.metrics.stage_seconds["file_render"].observed == 1,
+                             what="the file checked in the render queue")
+            await anyio.sleep(0.3)
+            assert served.app.metrics.file_writes == 0 and file.stat().st_mtime_ns == written

@@ -102,3 +102,27 @@ async def test_a_late_joiner_gets_everything_and_later_updates(chat_dir: Path) -
                 assert [m.content for m in late.chat.messages(thread_id)] == ["before"]
                 reply(early.chat, thread_id, sender_id="early", content="after")
                 await eventually(lambda: len(late.chat.messages(thread_id)) == 2)
+
+
+async def test_a_room_that_takes_long_to_load_holds_up_no_other_room(chat_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A 100k-message room takes seconds to load; the load runs in a thread, so other rooms keep relaying.
+    import time
+
+    from server.room import Room
+
+    load = Room._load
+    monkeypatch.setattr(Room, "_load", lambda self, stored: (time.sleep(2.0), load(self, stored))[1])
+    async with serving(chat_dir) as served:
+        assert served.app is not None
+        async with two_clients(served, "quick.chat", "alice", "bob") as (alice, bob):  # opened (2 s) before
+
+            async def open_slow_room() -> None:
+                async with served.client("slow.chat", user="carol") as carol:
+                    await carol.wait_synced()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(open_slow_room)
+                await eventually(lambda: "slow.chat" in served.app.rooms)  # loading now, for 2 s
+                thread_id, _ = create_thread(alice.chat, sender_id="alice", content="meanwhile")
+                await eventually(lambda: bob.chat.thread(thread_id) is not None)
+                assert served.app.rooms["slow.chat"].state == "opening", "the other room waited for the load"
