@@ -215,56 +215,36 @@ class Tracker:
 
 
 async def scenario(name: str, persistence: str, *, rooms: int, per_room: int, senders: int, rate: float,
-                   duration: float, peers: str, launch: Callable[[Path], Any] | None = None) -> Result:
-    """`launch(folder)` starts another server with `Server`'s methods (bench/serve_vs_node.py's Node server)."""
+                   duration: float, peers: str, launch: Callable[[Path], Any] | None = None, processes: int = 1) -> Result:
+    """`launch(folder)` starts another server with `Server`'s methods (bench/serve_vs_node.py's Node server).
+    `processes` > 1 spreads the rooms over that many client processes (a room's clients stay together, so
+    its latency is still read on one clock): one Python process cannot hold 1,000 busy clients."""
     with tempfile.TemporaryDirectory(prefix="chatdoc-bench-") as folder:
         server = launch(Path(folder)) if launch is not None else Server(Path(folder), persistence)
         result = Result(name, persistence, peers, clients=rooms * per_room, rooms=rooms)
-        tracker = Tracker()
+        urls = {f"room-{r}.chat": server.url(f"room-{r}.chat") for r in range(rooms)}
+        plan = dict(per_room=per_room, senders=senders, rate=rate, duration=duration, peers=peers)
         try:
             cpu_before = server.cpu_seconds()
             async with anyio.create_task_group() as tg:
-                clients: dict[str, list[RoomClient]] = {}
-                for r in range(rooms):
-                    room = f"room-{r}.chat"
-                    clients[room] = [RoomClient(server.url(room), chat=_chat(peers)) for _ in range(per_room)]  # type: ignore[arg-type]
-                    for client in clients[room]:
-                        await tg.start(_run_client, client)
-                for room, members in clients.items():
-                    for client in members:
-                        await client.wait_synced()
-                    first = members[0].chat
-                    if isinstance(first, BareChat):
-                        thread_id, root_id = first.create_thread("bench", f"{room} thread")
-                    else:
-                        thread_id, root_id = create_thread(first, sender_id="bench", content=f"{room} thread")
-                    for client in members:
-                        while not _has_thread(client.chat, thread_id):
-                            await anyio.sleep(0.01)
-                        tracker.watch(client)
-                    for index in range(senders):
-                        # Every member counts, the sender too: its own document fires the same event locally.
-                        tg.start_soon(_send, tracker, room, members[index], index, thread_id, root_id, per_room, rate, duration)
-
                 async def sample() -> None:
                     while True:
                         server.sample()
                         await anyio.sleep(1)
                 tg.start_soon(sample)
-                await anyio.sleep(duration + 0.5)
-                deadline = time.perf_counter() + 10
-                while any(tracker.missing.values()) and time.perf_counter() < deadline:
-                    await anyio.sleep(0.05)
+                if processes <= 1:
+                    parts = [await drive(urls, **plan)]
+                else:
+                    parts = await _in_processes(urls, processes, plan)
                 server.sample()
                 tg.cancel_scope.cancel()
             result.server_cpu_s = server.cpu_seconds() - cpu_before
             metrics = server.metrics()
         finally:
             server.stop()
-    result.sent = len(tracker.sent)
-    result.lost = sum(1 for n in tracker.missing.values() if n > 0)
-    assert all(n >= 0 for n in tracker.missing.values()), "a message arrived twice at some client"
-    result.latencies = sorted((tracker.done[m] - tracker.sent[m][0]) * 1000 for m in tracker.done)
+    result.sent = sum(p[0] for p in parts)
+    result.lost = sum(p[1] for p in parts)
+    result.latencies = sorted(ms for p in parts for ms in p[2])
     if result.latencies:
         result.p50_ms = statistics.median(result.latencies)
         result.p99_ms = result.latencies[min(len(result.latencies) - 1, int(0.99 * len(result.latencies)))]
@@ -278,6 +258,73 @@ async def scenario(name: str, persistence: str, *, rooms: int, per_room: int, se
     result.commits = int(commits.group(1)) if commits else 0
     result.breakdown = breakdown(metrics)
     return result
+
+
+async def drive(urls: dict[str, str], *, per_room: int, senders: int, rate: float, duration: float, peers: str,
+                ready: Any = None, go: Any = None) -> tuple[int, int, list[float]]:
+    """Connect `per_room` clients to each room of `urls`, then let `senders` of each write for `duration`
+    seconds (after `go` is set, when given, having set `ready`). Returns (sent, lost, latencies in ms)."""
+    tracker = Tracker()
+    async with anyio.create_task_group() as tg:
+        clients: dict[str, list[RoomClient]] = {}
+        for room, url in urls.items():
+            clients[room] = [RoomClient(url, chat=_chat(peers)) for _ in range(per_room)]  # type: ignore[arg-type]
+            for client in clients[room]:
+                await tg.start(_run_client, client)
+        threads = {}
+        for room, members in clients.items():
+            for client in members:
+                await client.wait_synced()
+            first = members[0].chat
+            if isinstance(first, BareChat):
+                threads[room] = first.create_thread("bench", f"{room} thread")
+            else:
+                threads[room] = create_thread(first, sender_id="bench", content=f"{room} thread")
+            for client in members:
+                while not _has_thread(client.chat, threads[room][0]):
+                    await anyio.sleep(0.01)
+                tracker.watch(client)
+        if ready is not None:
+            ready.set()
+            await anyio.to_thread.run_sync(go.wait)
+        for room, members in clients.items():
+            for index in range(senders):
+                # Every member counts, the sender too: its own document fires the same event locally.
+                tg.start_soon(_send, tracker, room, members[index], index, *threads[room], per_room, rate, duration)
+        await anyio.sleep(duration + 0.5)
+        deadline = time.perf_counter() + 10
+        while any(tracker.missing.values()) and time.perf_counter() < deadline:
+            await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert all(n >= 0 for n in tracker.missing.values()), "a message arrived twice at some client"
+    lost = sum(1 for n in tracker.missing.values() if n > 0)
+    return len(tracker.sent), lost, [(tracker.done[m] - tracker.sent[m][0]) * 1000 for m in tracker.done]
+
+
+def _client_process(urls: dict[str, str], plan: dict[str, Any], ready: Any, go: Any, out: Any) -> None:
+    out.put(anyio.run(lambda: drive(urls, **plan, ready=ready, go=go)))
+
+
+async def _in_processes(urls: dict[str, str], processes: int, plan: dict[str, Any]) -> list[tuple[int, int, list[float]]]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    rooms = list(urls)
+    go, out = context.Event(), context.Queue()
+    workers = []
+    for i in range(processes):
+        ready = context.Event()
+        part = {room: urls[room] for room in rooms[i::processes]}
+        worker = context.Process(target=_client_process, args=(part, plan, ready, go, out), daemon=True)
+        worker.start()
+        workers.append((worker, ready))
+    for _, ready in workers:  # every process has its clients connected and synced: all start together
+        await anyio.to_thread.run_sync(ready.wait)
+    go.set()
+    parts = [await anyio.to_thread.run_sync(out.get) for _ in workers]
+    for worker, _ in workers:
+        worker.join()
+    return parts
 
 
 async def _run_client(client: RoomClient, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:

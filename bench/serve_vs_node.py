@@ -75,9 +75,9 @@ def _free_port() -> int:
 
 
 async def one_run(args: argparse.Namespace, node_first: bool) -> tuple[Result, Result]:
-    name = f"{args.rooms} rooms x {args.per_room} clients, 1 msg/s each"
-    common = dict(rooms=args.rooms, per_room=args.per_room, senders=args.per_room, rate=1.0, duration=args.duration,
-                  peers="bare")
+    name = f"{args.rooms} rooms x {args.per_room} clients, {args.rate:g} msg/s each"
+    common = dict(rooms=args.rooms, per_room=args.per_room, senders=args.per_room, rate=args.rate, duration=args.duration,
+                  peers="bare", processes=args.client_processes)
     results: dict[str, Result] = {}
     for which in (("node", "chatdoc") if node_first else ("chatdoc", "node")):
         print(f"  {which} ...", file=sys.stderr, flush=True)
@@ -131,6 +131,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per server per run (default 30)")
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--per-room", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=1.0, help="messages a second per client (default 1)")
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="spread the rooms over this many client processes (default 1: all clients in one)")
     parser.add_argument("--persistence", choices=("on", "off"), default="on",
                         help="chatdoc's persistence (default on; off only to measure what durability costs)")
     parser.add_argument("--json", type=Path, help="also write every result here")
