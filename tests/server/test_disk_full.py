@@ -76,9 +76,13 @@ async def test_disk_full_tells_clients_and_recovers_in_chunks(chat_dir: Path) ->
             await eventually(lambda: app.rooms["f.chat"].durable_seq > 0)
             burst = replies(ChatDoc.from_update(alice.chat.get_update()), thread_id, BURST)
             await set_space(served, 0)
-            async with connect(url + "?token=" + served.token("f.chat"), max_size=None) as writer:
+            async with connect(url + "?token=" + served.token("f.chat"), max_size=None) as writer, \
+                    anyio.create_task_group() as busy:
+                # One burst that the server applies before its next commit: the log's thread is kept busy
+                # meanwhile (a commit that fails at once would close the writer after a few updates).
+                busy.start_soon(app.persister.in_thread, time.sleep, 1.0)
                 await writer.send(protocol.sync_step1(b"\x00"))
-                for update in burst:  # one burst: the server applies it all before its next commit
+                for update in burst:
                     await writer.send(protocol.update_message(update))
                 assert await closed_with(writer) == (4507, "server storage unavailable (disk full?); retry later")
             room = app.rooms["f.chat"]
