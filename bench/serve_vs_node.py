@@ -106,7 +106,7 @@ def report(runs: list[tuple[Result, Result]], loads: list[tuple[float, float]]) 
     lines.append("")
     lines.append("chatdoc's breakdown of an update, p50 / p99 ms (from its /metrics, per run):")
     lines.append("")
-    stages = ["parse", "apply", "commit", "durable_wait", "broadcast", "outbox_wait", "file_render", "file_wait", "loop_lag", "gc_pause"]
+    stages = ["parse", "apply", "commit", "durable_wait", "broadcast", "outbox_wait", "file_render", "file_wait", "snapshot", "loop_lag", "gc_pause"]
     lines.append("| run | " + " | ".join(stages) + " |")
     lines.append("|---|" + "---:|" * len(stages))
     for i, (ours, _) in enumerate(runs, 1):

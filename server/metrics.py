@@ -25,8 +25,9 @@ STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0
 # (observers, incremental checks, attribution, repairs); waiting until the group commit holding it is
 # durable; handing it to every other client's outbox; waiting in an outbox until the websocket takes it.
 # `file_render` is the file mirror's rendering of a whole document, which runs beside all of these;
-# `file_wait` how long a room whose file was due waited for its turn (the render budget, server/filemirror.py).
-STAGES = ("parse", "apply", "durable_wait", "broadcast", "outbox_wait", "file_render", "file_wait")
+# `file_wait` how long a room whose file was due waited for its turn (the render budget, server/filemirror.py);
+# `snapshot` encoding a room's whole state for compaction (every `compact_every` updates, on the loop).
+STAGES = ("parse", "apply", "durable_wait", "broadcast", "outbox_wait", "file_render", "file_wait", "snapshot")
 
 
 @dataclass

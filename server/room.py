@@ -361,7 +361,11 @@ class Room:
         if self._want_snapshot and not self._pending:
             self._want_snapshot = False
             if self.updates_since_snapshot:
+                # On the loop, and pycrdt holds the GIL while it encodes (0.18 s at 100k messages): shown as
+                # the `snapshot` stage in /metrics.
+                started = time.perf_counter_ns()
                 state = self.chat.get_update()
+                self.metrics.stage_seconds["snapshot"].since(started)
                 write.snapshot = Snapshot(state, self.applied_seq)
                 self.size_estimate = len(state)
                 self.updates_since_snapshot = 0

@@ -86,3 +86,18 @@ async def test_accepted_connections_have_nagle_off() -> None:
         server.close()
         await server.wait_closed()
     assert nodelay == [1]
+
+
+async def test_compaction_snapshots_are_timed(chat_dir: Path) -> None:
+    from dataclasses import replace
+
+    from server_helpers import FAST
+    async with serving(chat_dir, replace(FAST, compact_every=3)) as served:
+        async with two_clients(served, "c.chat", "alice", "bob") as (alice, bob):
+            thread_id, _ = create_thread(alice.chat, sender_id="alice", content="root")
+            sent = [reply(alice.chat, thread_id, sender_id="alice", content=f"reply {n}") for n in range(5)]
+            await eventually(lambda: all(bob.chat.message(m) is not None for m in sent))
+            # The room's snapshot (compaction) encodes its whole state on the loop: it shows in /metrics.
+            await eventually(lambda: served.app.metrics.stage_seconds["snapshot"].observed >= 1, what="a compaction")
+            _, metrics = await http_get(served.http("/metrics"))
+        assert _count(metrics, "chatdoc_update_stage_seconds", '{stage="snapshot"}') >= 1
